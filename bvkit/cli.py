@@ -1,0 +1,56 @@
+"""The ``bvkit`` command: one sub-command per layer, each registered by its own module.
+
+Every ``commands`` module exposes ``register(subparsers)`` and keeps heavy imports (torch)
+inside the function it runs, so ``bvkit decompose`` starts without loading torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from bvkit.errors import BvkitError
+
+COMMAND_MODULES = (
+    "bvkit.data.commands",
+    "bvkit.models.commands",
+    "bvkit.decompose.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bvkit", description="Bias-variance analysis of long-tailed recognition."
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BvkitError as err:
+        print(f"bvkit: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bvkit: interrupted", file=sys.stderr)
+        return 130
+
+
+def _version() -> str:
+    from bvkit import __version__
+
+    return f"bvkit {__version__}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,260 @@
+"""Torch loaders: small datasets live on the device as uint8 and are augmented there in batches
+(airbench style); file-list datasets (ImageNet-LT, iNat) go through a standard DataLoader.
+
+Randomness comes from an explicit ``torch.Generator``. Its numbers are drawn on the
+generator's device and then moved, so a CPU generator gives the same batches on CPU and GPU.
+Images keep their native size (Fashion-MNIST stays 28x28x1): cropping, flipping and rotation
+work for any height, width and channel count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from bvkit.data.file_lists import FileList
+from bvkit.data.imageset import ImageSet
+from bvkit.data.long_tailed import CIFAR_MEAN, CIFAR_STD
+from bvkit.errors import BvkitError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def to_device(images: ImageSet, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """An ImageSet as ``(x uint8 (N, C, H, W), y int64 (N,))`` on ``device``."""
+    x = torch.from_numpy(np.ascontiguousarray(images.images.transpose(0, 3, 1, 2)))
+    y = torch.from_numpy(images.labels.astype(np.int64))
+    return x.to(device).contiguous(), y.to(device)
+
+
+def normalize(x: torch.Tensor, mean=CIFAR_MEAN, std=CIFAR_STD) -> torch.Tensor:
+    """uint8 (or [0, 1] float) ``(B, C, H, W)`` -> float32 normalised per channel."""
+    if len(mean) != x.shape[1] or len(std) != x.shape[1]:
+        raise BvkitError(f"mean/std have {len(mean)} values for images with {x.shape[1]} channels")
+    out = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    mean_t = torch.tensor(mean, dtype=out.dtype, device=out.device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, dtype=out.dtype, device=out.device).view(1, -1, 1, 1)
+    return out.sub_(mean_t).div_(std_t)
+
+
+def _draw(generator, x: torch.Tensor, kind: str, *args, **kw) -> torch.Tensor:
+    """Random numbers from ``generator`` on its own device, moved to ``x``'s device."""
+    device = generator.device if generator is not None else x.device
+    fn = torch.randint if kind == "int" else torch.rand
+    return fn(*args, generator=generator, device=device, **kw).to(x.device)
+
+
+def random_crop_flip_rotate(x: torch.Tensor, padding: int = 4, flip: bool = True,
+                            degrees: float = 0.0, generator=None) -> torch.Tensor:
+    """Random crop with zero padding, then horizontal flip (p = 1/2), then rotation by an
+    angle uniform in ``[-degrees, degrees]`` (nearest neighbour, zero fill, as torchvision's
+    ``RandomRotation`` default), all as one gather on the uint8 batch.
+
+    Each output pixel's source pixel is computed by index arithmetic, so the cost is one
+    pass over the batch whatever the combination; pixels from outside the image are 0.
+    """
+    b, c, h, w = x.shape
+    rows = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
+    cols = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
+    inside = torch.ones(1, 1, 1, dtype=torch.bool, device=x.device)
+    if degrees:
+        angle = (_draw(generator, x, "float", (b, 1, 1)) * 2 - 1) * math.radians(degrees)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+        u, v = cols - cx, rows - cy
+        src_cols = torch.round(cos * u - sin * v + cx)
+        src_rows = torch.round(sin * u + cos * v + cy)
+        # corners rotated in from outside the cropped image are fill, as in torchvision
+        inside = (src_rows >= 0) & (src_rows < h) & (src_cols >= 0) & (src_cols < w)
+    else:
+        src_rows, src_cols = rows.expand(b, h, w), cols.expand(b, h, w)
+    if flip:
+        mirrored = _draw(generator, x, "float", (b, 1, 1)) < 0.5
+        src_cols = torch.where(mirrored, (w - 1) - src_cols, src_cols)
+    if padding:
+        src_rows = src_rows + (_draw(generator, x, "int", 0, 2 * padding + 1, (b, 1, 1)) - padding)
+        src_cols = src_cols + (_draw(generator, x, "int", 0, 2 * padding + 1, (b, 1, 1)) - padding)
+    src_rows, src_cols = src_rows.long(), src_cols.long()
+    inside = inside & (src_rows >= 0) & (src_rows < h) & (src_cols >= 0) & (src_cols < w)
+    index = torch.where(inside, src_rows * w + src_cols, 0).view(b, 1, h * w).expand(b, c, h * w)
+    out = x.reshape(b, c, h * w).gather(2, index)
+    return out.masked_fill_(~inside.view(b, 1, h * w), 0).view(b, c, h, w)
+
+
+def random_crop(x: torch.Tensor, padding: int, generator=None) -> torch.Tensor:
+    """Zero-pad by ``padding`` and cut each image back to its size at a random offset."""
+    return random_crop_flip_rotate(x, padding, flip=False, generator=generator)
+
+
+class Augment:
+    """Batch augmentation on the batch's device: random crop with zero padding, horizontal
+    flip, optional rotation (one uint8 gather, see ``random_crop_flip_rotate``), then
+    normalisation. ``__call__(x_uint8, generator)`` -> float32.
+
+    RIDE's CIFAR recipe is ``Augment(crop_padding=4, flip=True, rotation=15)``.
+    """
+
+    def __init__(self, crop_padding: int = 4, flip: bool = True, rotation: float = 0.0,
+                 mean=CIFAR_MEAN, std=CIFAR_STD):
+        self.crop_padding = crop_padding
+        self.flip = flip
+        self.rotation = rotation
+        self.mean = tuple(mean)
+        self.std = tuple(std)
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if x.dtype != torch.uint8 or x.ndim != 4:
+            raise BvkitError(f"Augment expects a uint8 (B, C, H, W) batch, got {x.dtype} {tuple(x.shape)}")
+        if self.crop_padding or self.flip or self.rotation:
+            x = random_crop_flip_rotate(x, self.crop_padding, self.flip, self.rotation, generator)
+        return normalize(x, self.mean, self.std)
+
+    def __repr__(self) -> str:
+        return (f"Augment(crop_padding={self.crop_padding}, flip={self.flip}, "
+                f"rotation={self.rotation}, mean={self.mean}, std={self.std})")
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator determined by ``(seed, epoch)`` alone."""
+    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
+
+
+def balanced_indices(labels: torch.Tensor, n: int, generator=None) -> torch.Tensor:
+    """``n`` indices drawn class-balanced: a class uniformly among those present, then an
+    image of it uniformly (with replacement), as in cRT's class-aware sampling."""
+    labels = labels.cpu()
+    order = torch.argsort(labels, stable=True)
+    classes, counts = torch.unique(labels, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    pick = torch.randint(len(classes), (n,), generator=generator)
+    offset = (torch.rand(n, generator=generator) * counts[pick]).long().clamp_max_(counts[pick] - 1)
+    return order[starts[pick] + offset]
+
+
+class DeviceLoader:
+    """Batches ``(inputs float, targets int64)`` from a uint8 dataset held on its device.
+
+    The order and augmentation of epoch ``e`` depend only on ``(seed, e)``; ``set_epoch``
+    picks the epoch, otherwise each full iteration moves on to the next one.
+    ``balanced=True`` draws ``len(y)`` class-balanced samples per epoch.
+    Without ``augment`` the inputs are only normalised with ``mean``/``std``.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = True,
+                 drop_last: bool = False, balanced: bool = False, augment=None, seed: int = 0,
+                 mean=CIFAR_MEAN, std=CIFAR_STD):
+        if x.dtype != torch.uint8 or x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
+            raise BvkitError(f"DeviceLoader needs uint8 x (N, C, H, W) and y (N,), got "
+                             f"{x.dtype} {tuple(x.shape)} and {tuple(y.shape)}")
+        if batch_size < 1:
+            raise BvkitError(f"batch_size must be >= 1, got {batch_size}")
+        self.x, self.y = x, y.long()
+        self.batch_size = int(batch_size)
+        self.shuffle, self.drop_last, self.balanced = shuffle, drop_last, balanced
+        self.augment, self.seed = augment, seed
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.y)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.y)
+        if self.balanced:
+            return balanced_indices(self.y, n, generator)
+        if self.shuffle:
+            return torch.randperm(n, generator=generator)
+        return torch.arange(n)
+
+    def __iter__(self):
+        generator = epoch_generator(self.seed, self.epoch)
+        self.epoch += 1
+        order = self.epoch_indices(generator).to(self.x.device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            batch = self.x[idx]
+            if self.augment is not None:
+                inputs = self.augment(batch, generator)
+            else:
+                inputs = normalize(batch, self.mean, self.std)
+            yield inputs, self.y[idx]
+
+
+# ---------------------------------------------------------------- file lists (ImageNet-LT, iNat)
+
+
+class FileListDataset(torch.utils.data.Dataset):
+    """A ``FileList`` as a torch Dataset of ``(transform(PIL image), label)``; images are read
+    when indexed, so workers share nothing but the list."""
+
+    def __init__(self, file_list: FileList, transform=None, mode: str = "RGB"):
+        self.file_list, self.transform, self.mode = file_list, transform, mode
+
+    def __len__(self) -> int:
+        return len(self.file_list)
+
+    def __getitem__(self, index: int):
+        image = self.file_list.read(index, self.mode)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, int(self.file_list.labels[index])
+
+
+def imagenet_transform(train: bool, size: int = 224, resize: int = 256,
+                       mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """RIDE's ImageNet-LT / iNat transforms: train RandomResizedCrop + flip + colour jitter,
+    test Resize + CenterCrop; both ToTensor + Normalize."""
+    from torchvision import transforms as T
+
+    if train:
+        steps = [T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+                 T.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.4, hue=0)]
+    else:
+        steps = [T.Resize(resize), T.CenterCrop(size)]
+    return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+class BalancedSampler(torch.utils.data.Sampler):
+    """Class-balanced indices for a DataLoader; epoch ``e``'s draw depends on ``(seed, e)``."""
+
+    def __init__(self, labels, num_samples: int | None = None, seed: int = 0):
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.num_samples = len(self.labels) if num_samples is None else int(num_samples)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        generator = epoch_generator(self.seed, self.epoch)
+        self.epoch += 1
+        return iter(balanced_indices(self.labels, self.num_samples, generator).tolist())
+
+
+def file_list_loader(file_list: FileList, batch_size: int, train: bool = True,
+                     workers: int = 4, balanced: bool = False, seed: int = 0,
+                     transform=None, image_size: int = 224, drop_last: bool | None = None,
+                     **loader_kw):
+    """A standard DataLoader over a file list: shuffled (or class-balanced) with ImageNet
+    training transforms when ``train``, in order with test transforms otherwise. Worker
+    seeds come from a generator seeded with ``seed``, so runs repeat exactly."""
+    if transform is None:
+        transform = imagenet_transform(train, size=image_size, resize=round(image_size * 256 / 224))
+    dataset = FileListDataset(file_list, transform)
+    sampler = BalancedSampler(file_list.labels, seed=seed) if train and balanced else None
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+        num_workers=workers, generator=torch.Generator().manual_seed(int(seed)),
+        drop_last=train if drop_last is None else drop_last, pin_memory=torch.cuda.is_available(),
+        persistent_workers=False, **loader_kw)

@@ -1,0 +1,72 @@
+"""Long-tailed class-count profiles and shot splits (RIDE.md section 1).
+
+Pure numpy: usable without torch and without any data on disk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bvkit.errors import BvkitError
+
+SPLITS = ("many", "medium", "few")
+PROFILES = ("exp", "step")
+
+
+def long_tail_counts(n_max: int, n_classes: int, imbalance: float, profile: str = "exp") -> np.ndarray:
+    """Per-class training counts, class 0 the head, as in Cao et al. (2019).
+
+    ``exp``: ``n_c = int(n_max * (1/IF) ** (c / (C-1)))``.
+    ``step``: the first ``C // 2`` classes keep ``n_max``, the rest ``int(n_max / IF)``
+    (for odd C the extra class goes to the tail; the reference code silently drops it).
+    """
+    n_max, n_classes = int(n_max), int(n_classes)
+    imbalance = float(imbalance)
+    if not np.isfinite(imbalance) or imbalance < 1:
+        raise BvkitError(f"imbalance factor must be a number >= 1, got {imbalance:g}")
+    if n_max < 1:
+        raise BvkitError(f"n_max must be >= 1, got {n_max}")
+    if n_classes < 1:
+        raise BvkitError(f"number of classes must be >= 1, got {n_classes}")
+    if profile == "exp":
+        if n_classes == 1:
+            return np.array([n_max], dtype=np.int64)
+        ratio = 1.0 / imbalance
+        counts = [int(n_max * ratio ** (c / (n_classes - 1.0))) for c in range(n_classes)]
+    elif profile == "step":
+        tail = int(n_max * (1.0 / imbalance))
+        counts = [n_max] * (n_classes // 2) + [tail] * (n_classes - n_classes // 2)
+    else:
+        raise BvkitError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    counts = np.asarray(counts, dtype=np.int64)
+    if counts.min() < 1:
+        raise BvkitError(
+            f"imbalance {imbalance:g} with n_max {n_max} leaves class {int(np.argmin(counts))} "
+            "with no training image; lower the imbalance or raise n_max"
+        )
+    return counts
+
+
+def shot_splits(train_counts, many: int = 100, few: int = 20) -> np.ndarray:
+    """Shot split of each class from its training count: many ``n > many``,
+    few ``n < few``, medium otherwise."""
+    counts = np.asarray(train_counts)
+    if counts.ndim != 1:
+        raise BvkitError(f"train_counts must be one-dimensional, got shape {counts.shape}")
+    if few > many + 1:
+        raise BvkitError(f"shot thresholds need few <= many + 1, got many={many}, few={few}")
+    splits = np.full(counts.shape, "medium", dtype="<U6")
+    splits[counts > many] = "many"
+    splits[counts < few] = "few"
+    return splits
+
+
+def split_sizes(splits) -> dict[str, int]:
+    """Number of classes in each shot split (zero for an empty split)."""
+    splits = np.asarray(splits)
+    return {name: int(np.sum(splits == name)) for name in SPLITS}
+
+
+def empty_splits(splits) -> list[str]:
+    """The shot splits with no class (e.g. "medium" for CIFAR-10-LT at IF=100)."""
+    return [name for name, size in split_sizes(splits).items() if size == 0]

@@ -1,0 +1,45 @@
+"""Figures, tables and an HTML report from tidy decomposition frames (or a whole study directory).
+
+Every figure function takes pandas frames in ``bvkit.decompose``'s columns and returns a
+matplotlib Figure (Agg backend), so a notebook can call them on its own data; the table
+functions return frames; ``bvkit figures|table|report DIR`` wire them to a study directory.
+"""
+
+from bvkit.report.figures import (
+    add_split_bands,
+    expert_usage_summary,
+    plot_class_difference,
+    plot_expert_usage,
+    plot_metric_overview,
+    plot_split_bars,
+    save_figure,
+)
+from bvkit.report.frames import (
+    class_differences,
+    class_order,
+    smoothed_differences,
+    split_differences_from_comparison,
+    split_differences_from_samples,
+)
+from bvkit.report.html import Section, render_report
+from bvkit.report.style import method_palette
+from bvkit.report.study import StudyFrames, load_study
+from bvkit.report.tables import (
+    accuracy_table,
+    format_accuracy_table,
+    format_key_insights,
+    key_insights,
+    read_markdown,
+    render_table,
+    verdict,
+    write_table,
+)
+
+__all__ = [
+    "Section", "StudyFrames", "accuracy_table", "add_split_bands", "class_differences",
+    "class_order", "expert_usage_summary", "format_accuracy_table", "format_key_insights",
+    "key_insights", "load_study", "method_palette", "plot_class_difference", "plot_expert_usage",
+    "plot_metric_overview", "plot_split_bars", "read_markdown", "render_report", "render_table",
+    "save_figure", "smoothed_differences", "split_differences_from_comparison",
+    "split_differences_from_samples", "verdict", "write_table",
+]

@@ -1,0 +1,201 @@
+"""Tidy-frame helpers shared by figures and tables: loss selection, class order, differences.
+
+Inputs are the decomposition's frames (DESIGN.md columns): ``per_class`` (method, loss, class,
+train_count, split, accuracy, bias, variance, ...), ``per_split`` (method, loss, split, ...) and
+``per_sample`` (method, loss, one row per test sample with its class and per-sample terms).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from bvkit.errors import BvkitError
+from bvkit.report.bootstrap import (
+    class_mean_replicates,
+    default_window,
+    moving_average,
+    percentile_interval,
+)
+from bvkit.report.style import SPLIT_ORDER
+
+SPLITS_WITH_ALL = (*SPLIT_ORDER, "all")
+
+
+def require_columns(frame: pd.DataFrame, columns, what: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise BvkitError(f"{what} frame lacks column(s) {', '.join(missing)}")
+
+
+def select_loss(frame: pd.DataFrame, loss: str | None) -> pd.DataFrame:
+    """Rows of one loss; ``loss=None`` is allowed when the frame holds a single loss."""
+    if "loss" not in frame.columns:
+        return frame
+    losses = list(pd.unique(frame["loss"]))
+    if loss is None:
+        if len(losses) > 1:
+            raise BvkitError(f"frame holds several losses ({', '.join(map(str, losses))}): pick one")
+        return frame
+    if loss not in losses:
+        raise BvkitError(f"loss {loss!r} not in frame (has {', '.join(map(str, losses))})")
+    return frame[frame["loss"] == loss]
+
+
+def require_reference(frame: pd.DataFrame, reference: str) -> None:
+    methods = list(pd.unique(frame["method"]))
+    if reference not in methods:
+        raise BvkitError(f"reference method {reference!r} not found (have {', '.join(map(str, methods))})")
+
+
+def class_order(per_class: pd.DataFrame) -> pd.DataFrame:
+    """One row per class, head to tail: sorted by training count (descending, ties by class).
+
+    Columns class, train_count, split, rank (0 = most training images).
+    """
+    require_columns(per_class, ["class", "train_count", "split"], "per_class")
+    classes = per_class.drop_duplicates("class")[["class", "train_count", "split"]]
+    classes = classes.sort_values(["train_count", "class"], ascending=[False, True], kind="stable")
+    return classes.reset_index(drop=True).assign(rank=lambda f: np.arange(len(f)))
+
+
+def split_spans(order: pd.DataFrame) -> list[tuple[str, float, float]]:
+    """(split, left, right) in rank coordinates: the class boundaries between consecutive splits."""
+    spans = []
+    for split in SPLIT_ORDER:
+        ranks = order.loc[order["split"] == split, "rank"]
+        if len(ranks):
+            spans.append((split, ranks.min() - 0.5, ranks.max() + 0.5))
+    return spans
+
+
+def class_differences(per_class: pd.DataFrame, metric: str, reference: str) -> pd.DataFrame:
+    """Per (method, class): the metric, the reference's, and ``diff`` = method - reference.
+
+    The reference's own rows are left out. Columns method, class, train_count, split, rank,
+    value, reference_value, diff.
+    """
+    require_columns(per_class, ["method", "class", metric], "per_class")
+    require_reference(per_class, reference)
+    order = class_order(per_class)
+    ref = per_class.loc[per_class["method"] == reference, ["class", metric]]
+    ref = ref.rename(columns={metric: "reference_value"})
+    others = per_class.loc[per_class["method"] != reference, ["method", "class", metric]]
+    merged = others.rename(columns={metric: "value"}).merge(ref, on="class").merge(order, on="class")
+    merged["diff"] = merged["value"] - merged["reference_value"]
+    columns = ["method", "class", "train_count", "split", "rank", "value", "reference_value", "diff"]
+    return merged[columns].sort_values(["method", "rank"]).reset_index(drop=True)
+
+
+def _sample_class_column(per_sample: pd.DataFrame) -> str:
+    for name in ("class", "label"):
+        if name in per_sample.columns:
+            return name
+    raise BvkitError("per_sample frame lacks a class (or label) column")
+
+
+def _paired_samples(per_sample: pd.DataFrame, metric: str, method: str, reference: str):
+    """Per-sample metric of method and reference on the same test samples, with the class."""
+    cls = _sample_class_column(per_sample)
+    key = "sample" if "sample" in per_sample.columns else None
+    a = per_sample[per_sample["method"] == method]
+    b = per_sample[per_sample["method"] == reference]
+    if key is not None:
+        a = a.sort_values(key)
+        b = b.sort_values(key)
+        if not np.array_equal(a[key].to_numpy(), b[key].to_numpy()):
+            raise BvkitError(f"{method} and {reference} were scored on different test samples")
+    elif len(a) != len(b):
+        raise BvkitError(f"{method} and {reference} have different numbers of test samples")
+    if not np.array_equal(a[cls].to_numpy(), b[cls].to_numpy()):
+        raise BvkitError(f"{method} and {reference} disagree on test labels")
+    return a[metric].to_numpy(float), b[metric].to_numpy(float), a[cls].to_numpy()
+
+
+def difference_replicates(
+    per_sample: pd.DataFrame, order: pd.DataFrame, metric: str, method: str, reference: str,
+    bootstrap: int, seed: int,
+) -> np.ndarray:
+    """(B, C) bootstrap replicates of per-class (method - reference), classes in ``order``."""
+    values, ref_values, classes = _paired_samples(per_sample, metric, method, reference)
+    return class_mean_replicates(values - ref_values, classes, order["class"].to_numpy(), bootstrap, seed)
+
+
+def smoothed_differences(
+    per_class: pd.DataFrame, metric: str, reference: str, *, per_sample: pd.DataFrame | None = None,
+    window: int | None = None, bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Moving average of the per-class differences over classes sorted head to tail.
+
+    Columns method, rank, smooth and, when ``per_sample`` is given, smooth_lo / smooth_hi: the
+    percentile interval of the same moving average over paired class-stratified resamples.
+    """
+    diffs = class_differences(per_class, metric, reference)
+    order = class_order(per_class)
+    window = window or default_window(len(order))
+    rows = []
+    for method, group in diffs.groupby("method", sort=False):
+        group = group.sort_values("rank")
+        frame = pd.DataFrame({"method": method, "rank": group["rank"].to_numpy(),
+                              "smooth": moving_average(group["diff"].to_numpy(), window)})
+        if per_sample is not None and bootstrap > 0:
+            replicates = difference_replicates(per_sample, order, metric, method, reference,
+                                               bootstrap, seed)
+            lo, hi = percentile_interval(moving_average(replicates, window), confidence)
+            frame["smooth_lo"], frame["smooth_hi"] = lo[group["rank"]], hi[group["rank"]]
+        rows.append(frame)
+    return pd.concat(rows, ignore_index=True)
+
+
+def split_differences_from_samples(
+    per_sample: pd.DataFrame, per_class: pd.DataFrame, metrics, reference: str, *,
+    bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+) -> pd.DataFrame:
+    """Per (method, split, metric): diff = method - reference (split value = mean of its classes'
+    values) with a paired class-stratified bootstrap interval diff_lo / diff_hi."""
+    order = class_order(per_class)
+    diffs_all = {m: class_differences(per_class, m, reference) for m in metrics}
+    rows = []
+    for metric in metrics:
+        for method, group in diffs_all[metric].groupby("method", sort=False):
+            point = group.set_index("class")["diff"].reindex(order["class"]).to_numpy()
+            replicates = difference_replicates(per_sample, order, metric, method, reference,
+                                               bootstrap, seed)
+            for split in SPLITS_WITH_ALL:
+                mask = np.ones(len(order), bool) if split == "all" else (order["split"] == split).to_numpy()
+                if not mask.any():
+                    continue
+                lo, hi = percentile_interval(replicates[:, mask].mean(axis=1)[:, None], confidence)
+                rows.append({"method": method, "split": split, "metric": metric,
+                             "diff": float(point[mask].mean()), "diff_lo": float(lo[0]),
+                             "diff_hi": float(hi[0])})
+    return pd.DataFrame(rows, columns=["method", "split", "metric", "diff", "diff_lo", "diff_hi"])
+
+
+def split_differences_without_intervals(per_split: pd.DataFrame, metrics, reference: str) -> pd.DataFrame:
+    """Point differences per (method, split, metric) from a per_split frame (no intervals)."""
+    require_reference(per_split, reference)
+    ref = per_split[per_split["method"] == reference].set_index("split")
+    rows = []
+    for metric in metrics:
+        for _, row in per_split[per_split["method"] != reference].iterrows():
+            rows.append({"method": row["method"], "split": row["split"], "metric": metric,
+                         "diff": row[metric] - ref.loc[row["split"], metric],
+                         "diff_lo": np.nan, "diff_hi": np.nan})
+    return pd.DataFrame(rows, columns=["method", "split", "metric", "diff", "diff_lo", "diff_hi"])
+
+
+def split_differences_from_comparison(comparison_per_split: pd.DataFrame, metrics) -> pd.DataFrame:
+    """Long form (method, split, metric, diff, diff_lo, diff_hi) of a wide comparison frame
+    (one row per method and split, a column per metric holding method - reference, with
+    ``<metric>_lo/_hi``), such as ``bvkit.decompose.compare(...).per_split``."""
+    require_columns(comparison_per_split, ["method", "split", *metrics], "comparison")
+    rows = []
+    for metric in metrics:
+        part = comparison_per_split[["method", "split", metric]].rename(columns={metric: "diff"})
+        part.insert(2, "metric", metric)
+        for bound in ("lo", "hi"):
+            column = f"{metric}_{bound}"
+            part[f"diff_{bound}"] = comparison_per_split[column] if column in comparison_per_split else np.nan
+        rows.append(part)
+    return pd.concat(rows, ignore_index=True)

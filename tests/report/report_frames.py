@@ -1,0 +1,86 @@
+"""Synthetic decomposition frames in DESIGN.md's columns, built directly (no decompose needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("accuracy", "error", "bias", "variance")
+
+
+def make_frames(n_classes=20, per_class_test=12, methods=("ce", "ldam", "ride"), seed=0,
+                loss="squared"):
+    """per_sample / per_class / per_split frames whose class and split values are the means of
+    the per-sample values (as the decomposition defines them)."""
+    rng = np.random.default_rng(seed)
+    counts = np.round(500 * (0.01 ** (np.arange(n_classes) / (n_classes - 1)))).astype(int)
+    counts = rng.permutation(counts)  # class index order != training-count order
+    splits = np.where(counts > 100, "many", np.where(counts < 20, "few", "medium"))
+    labels = np.repeat(np.arange(n_classes), per_class_test)
+    samples = []
+    for i, method in enumerate(methods):
+        bias = np.clip(rng.normal(0.3 + 0.02 * i, 0.1, labels.size) + (counts[labels] < 50) * 0.2, 0, 1)
+        variance = np.clip(rng.normal(0.2 - 0.01 * i, 0.05, labels.size), 0, 1)
+        samples.append(pd.DataFrame({
+            "method": method, "loss": loss, "sample": np.arange(labels.size), "class": labels,
+            "accuracy": rng.binomial(5, np.clip(0.9 - 0.5 * (counts[labels] < 50) + 0.05 * i, 0, 1)) / 5,
+            "bias": bias, "variance": variance, "error": bias + variance}))
+    per_sample = pd.concat(samples, ignore_index=True)
+    per_class = per_sample.groupby(["method", "loss", "class"], as_index=False)[list(METRICS)].mean()
+    per_class["train_count"] = counts[per_class["class"]]
+    per_class["split"] = splits[per_class["class"]]
+    per_class["n_test"] = per_class_test
+    split_rows = []
+    for split in ("many", "medium", "few", "all"):
+        part = per_class if split == "all" else per_class[per_class["split"] == split]
+        agg = part.groupby(["method", "loss"], as_index=False)[list(METRICS)].mean()
+        agg["split"] = split
+        agg["n_classes"] = part.groupby(["method", "loss"]).size().to_numpy()
+        split_rows.append(agg)
+    per_split = pd.concat(split_rows, ignore_index=True)
+    for metric in METRICS:
+        per_split[f"{metric}_lo"] = per_split[metric] - 0.02
+        per_split[f"{metric}_hi"] = per_split[metric] + 0.03
+    return per_sample, per_class, per_split
+
+
+
+
+def make_study(directory, n_classes=12, per_class_test=10, n_models=3, seed=0,
+               methods=("ce", "ldam", "ride-3"), routed=("ride-3",), counts=None):
+    """A small study directory: predictions/<method>.npz, metrics.csv, expert_usage.csv."""
+    from pathlib import Path
+
+    from bvkit.decompose import save_predictions
+
+    directory = Path(directory)
+    (directory / "predictions").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    if counts is None:
+        counts = np.round(300 * (0.02 ** (np.arange(n_classes) / (n_classes - 1)))).astype(int)
+    counts = np.asarray(counts)
+    n_classes = len(counts)
+    labels = np.repeat(np.arange(n_classes), per_class_test)
+    head = np.log(counts) / np.log(counts.max())
+    rows, usage = [], []
+    for i, method in enumerate(methods):
+        strength = 1.0 + 2.5 * head + 0.6 * i
+        logits = rng.normal(0, 1.0, (n_models, labels.size, n_classes))
+        logits[:, np.arange(labels.size), labels] += strength[labels]
+        save_predictions(directory / "predictions" / f"{method}.npz", labels,
+                         logits=logits.astype(np.float32), train_counts=counts,
+                         class_names=[f"c{c}" for c in range(n_classes)])
+        for d in range(n_models):
+            acc = float((logits[d].argmax(1) == labels).mean())
+            rows.append({"method": method, "subset": d, "seed": d, "run_id": f"{method}-{d}",
+                         "status": "done", "all": acc, "many": min(acc + 0.05, 1.0), "medium": acc,
+                         "few": acc - 0.05, "mflops": 69.5 + 8.3 * (method in routed), "seconds": 1.0})
+            if method in routed:
+                for split, shares in {"many": (0.6, 0.3, 0.1), "medium": (0.4, 0.4, 0.2),
+                                      "few": (0.2, 0.3, 0.5)}.items():
+                    usage += [{"method": method, "subset": d, "split": split, "n_experts": k + 1,
+                               "share": s} for k, s in enumerate(shares)]
+    pd.DataFrame(rows).to_csv(directory / "metrics.csv", index=False)
+    if usage:
+        pd.DataFrame(usage).to_csv(directory / "expert_usage.csv", index=False)
+    return directory

@@ -1,0 +1,57 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bvkit.errors import BvkitError
+from bvkit.report.bootstrap import (
+    class_mean_replicates,
+    default_window,
+    moving_average,
+    percentile_interval,
+)
+
+
+@pytest.mark.parametrize("window", [1, 3, 5, 11])
+def test_moving_average_matches_pandas_centred_rolling(window):
+    values = np.random.default_rng(window).normal(size=(3, 17))
+    expected = pd.DataFrame(values.T).rolling(window, center=True, min_periods=1).mean().to_numpy().T
+    np.testing.assert_allclose(moving_average(values, window), expected)
+
+
+@pytest.mark.parametrize("window", [0, 2, 4, -1])
+def test_moving_average_rejects_even_or_empty_windows(window):
+    with pytest.raises(BvkitError, match="odd"):
+        moving_average(np.zeros(5), window)
+
+
+def test_default_window_is_odd_tenth():
+    assert [default_window(n) for n in (5, 10, 100, 1000)] == [1, 1, 11, 101]
+
+
+def test_class_mean_replicates_resample_within_classes():
+    classes = np.array([0, 0, 0, 1, 1, 2])
+    values = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 7.0])
+    replicates = class_mean_replicates(values, classes, np.array([2, 0, 1, 3]), 500, seed=0)
+    assert replicates.shape == (500, 4)
+    np.testing.assert_array_equal(replicates[:, 0], 7.0)  # one sample: no spread
+    assert set(np.round(replicates[:, 2], 6)) <= {10.0, 15.0, 20.0}
+    assert replicates[:, 1].min() >= 1 and replicates[:, 1].max() <= 3
+    assert np.isnan(replicates[:, 3]).all()  # class without test samples
+    assert abs(replicates[:, 1].mean() - 2.0) < 0.1
+    np.testing.assert_array_equal(replicates, class_mean_replicates(values, classes, np.array([2, 0, 1, 3]), 500, seed=0))
+    lo, hi = percentile_interval(replicates[:, :3])
+    assert np.all(lo <= hi) and lo[0] == hi[0] == 7.0
+
+
+def test_report_needs_neither_torch_nor_pyplot():
+    code = (
+        "import io, sys, pandas as pd, bvkit.report, bvkit.report.commands\n"
+        "usage = pd.DataFrame({'method': 'ride', 'subset': 0, 'split': 'few', 'n_experts': [1, 2],"
+        " 'share': [0.4, 0.6]})\n"
+        "bvkit.report.plot_expert_usage(usage).savefig(io.BytesIO(), format='png')\n"
+        "assert 'torch' not in sys.modules and 'matplotlib.pyplot' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "MPLBACKEND": "TkAgg"})

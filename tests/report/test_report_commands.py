@@ -1,0 +1,155 @@
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import bvkit
+from bvkit import cli
+from bvkit.report import commands, tables
+from bvkit.report.study import load_study
+
+from report_browser import CHROMIUM, dump_dom_with_probe, screenshot
+from report_frames import make_study
+
+BOOTSTRAP = ["--bootstrap", "100", "--seed", "3"]
+
+
+@pytest.fixture
+def run_cli(monkeypatch, capsys):
+    """bvkit.cli.main with only the report commands registered (other areas load separately)."""
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("bvkit.report.commands",))
+
+    def run(*argv):
+        code = cli.main([str(a) for a in argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory):
+    return make_study(tmp_path_factory.mktemp("study"))
+
+
+def test_figures_command_writes_every_figure(run_cli, study_dir):
+    code, out, err = run_cli("figures", study_dir, "--format", "png,pdf", *BOOTSTRAP)
+    assert code == 0, err
+    names = ["accuracy_difference", "bias", "variance", "splits", "expert_usage"]
+    for name in names:
+        png = study_dir / "figures" / f"{name}.png"
+        assert str(png) in out
+        image = Image.open(png)
+        assert image.format == "PNG" and image.size[0] >= 600
+        assert (study_dir / "figures" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_study_figures_plot_the_decomposition(study_dir):
+    study = load_study(study_dir, bootstrap=50, seed=1)
+    made, notes = commands.make_figures(study, bootstrap=50, seed=1, window=1)
+    assert notes == []
+    labels = np.load(study_dir / "predictions" / "ce.npz")["labels"]
+    reference = bvkit.decompose(**_arrays(study_dir, "ce"), method="ce")
+    ride = bvkit.decompose(**_arrays(study_dir, "ride-3"), method="ride-3")
+    counts = reference.per_class.set_index("class")["train_count"]
+    order = counts.sort_values(ascending=False, kind="stable").index.to_numpy()
+    expected = (ride.per_class.set_index("class")["accuracy"]
+                - reference.per_class.set_index("class")["accuracy"]).loc[order] * 100
+    line = [a for a in made["accuracy_difference"].axes[0].get_lines() if a.get_gid() == "classes:ride-3"][0]
+    np.testing.assert_allclose(line.get_ydata(), expected.to_numpy())
+    assert labels.size == len(study.per_sample[study.per_sample["method"] == "ce"])
+    bars = {p.get_gid(): p.get_height() for ax in made["splits"].axes for p in ax.patches if p.get_gid()}
+    ride_split = ride.per_split.set_index("split")
+    for split in ("many", "medium", "few", "all"):
+        assert bars[f"bar:bias:ride-3:{split}"] == pytest.approx(ride_split.loc[split, "bias"])
+        assert bars[f"bar:accuracy:ride-3:{split}"] == pytest.approx(ride_split.loc[split, "accuracy"] * 100)
+
+
+def _arrays(study_dir, method):
+    with np.load(study_dir / "predictions" / f"{method}.npz") as data:
+        return {k: data[k] for k in ("labels", "logits", "train_counts")}
+
+
+def test_table_command_round_trips_csv(run_cli, study_dir):
+    code, out, err = run_cli("table", study_dir, "--format", "csv", *BOOTSTRAP)
+    assert code == 0, err
+    written = pd.read_csv(study_dir / "tables" / "accuracy.csv")
+    expected = tables.accuracy_table(pd.read_csv(study_dir / "metrics.csv"), "ce")
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False)
+    insights = pd.read_csv(study_dir / "tables" / "insights.csv")
+    assert set(insights["verdict"]) <= {"Better", "Worse", "Comparable"}
+    covers = (insights["diff_lo"] <= 0) & (insights["diff_hi"] >= 0)
+    assert (insights.loc[covers, "verdict"] == "Comparable").all()
+    assert (insights.loc[~covers, "verdict"] != "Comparable").all()
+    assert "method,n_runs,all_mean" in out
+
+
+def test_table_command_prints_parsable_markdown(run_cli, study_dir):
+    code, out, err = run_cli("table", study_dir, *BOOTSTRAP)
+    assert code == 0, err
+    text = (study_dir / "tables" / "insights.md").read_text()
+    assert text in out
+    frame = tables.read_markdown(text)
+    assert list(frame["Method"]) == ["ldam", "ride-3"]
+    assert frame.shape == (2, 7)
+    code, out, _ = run_cli("table", study_dir, "--format", "latex", *BOOTSTRAP)
+    assert code == 0 and r"\begin{tabular}" in (study_dir / "tables" / "accuracy.tex").read_text()
+
+
+@pytest.mark.slow
+def test_report_command_embeds_everything(run_cli, study_dir, tmp_path):
+    out_file = tmp_path / "page.html"
+    code, out, err = run_cli("report", study_dir, "--out", out_file, *BOOTSTRAP)
+    assert code == 0, err
+    page = out_file.read_text()
+    assert page.count("data:image/png;base64,") == 5
+    assert page.count("<table") == 2
+    assert "src=\"http" not in page and "href=" not in page
+    if CHROMIUM is None:
+        pytest.skip("chromium not installed: page not rendered")
+    dom = dump_dom_with_probe(out_file)
+    widths = re.search(r'data-image-widths="([0-9,]*)"', dom).group(1).split(",")
+    assert len(widths) == 5 and all(int(w) > 0 for w in widths)
+    assert dom.count("<table") == 2 and "Tail Variance" in dom
+    shot = np.asarray(Image.open(screenshot(out_file, tmp_path / "page.png")).convert("L"), float)
+    assert shot.std() > 10 and (shot < 128).mean() > 0.002
+
+
+def test_missing_expert_usage_and_metrics_are_notes(run_cli, tmp_path):
+    study = make_study(tmp_path / "s", methods=("ce", "focal"), routed=())
+    (study / "metrics.csv").unlink()
+    code, out, err = run_cli("figures", study, *BOOTSTRAP)
+    assert code == 0
+    assert "expert usage" in err and not (study / "figures" / "expert_usage.png").exists()
+    code, out, err = run_cli("table", study, *BOOTSTRAP)
+    assert code == 0 and "no metrics.csv" in err and "Tail Acc" in out
+
+
+def test_study_without_few_shot_classes(run_cli, tmp_path):
+    study = make_study(tmp_path / "s", counts=[900, 500, 300, 150, 90, 60, 40, 30])
+    code, out, err = run_cli("figures", study, *BOOTSTRAP)
+    assert code == 0, err
+    code, out, err = run_cli("table", study, "--format", "csv", *BOOTSTRAP)
+    assert code == 0, err
+    assert "few-shot split has no classes" in err
+    insights = pd.read_csv(study / "tables" / "insights.csv")
+    assert set(insights["split"]) == {"many"}
+
+
+@pytest.mark.parametrize("command", ["figures", "table", "report"])
+def test_bad_input_exits_2_with_one_line(run_cli, tmp_path, study_dir, command):
+    cases = [
+        [tmp_path / "missing"],  # no such directory
+        [tmp_path],  # a directory without predictions
+        [study_dir, "--reference", "erm", *BOOTSTRAP],  # unknown reference
+        [study_dir, "--bootstrap", "0"],
+    ]
+    if command == "figures":
+        cases += [[study_dir, "--format", "png,gif"], [study_dir, "--window", "4", *BOOTSTRAP]]
+    for case in cases:
+        code, out, err = run_cli(command, *case)
+        assert code == 2, case
+        assert err.startswith("bvkit: error: ") and err.count("\n") == 1, err
+        assert "Traceback" not in err

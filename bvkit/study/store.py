@@ -1,0 +1,186 @@
+"""The study directory on disk: atomic writes, file locks, run states and the gathered outputs.
+
+```
+DIR/spec.toml                 the spec, as given
+DIR/subsets.npz               "subset_0" ... : training indices (into data.pool) of run d
+DIR/runs/<run_id>/            one finished run (renamed from runs/<run_id>.tmp-* when complete):
+                              metrics.json, predictions.npz, run.json, checkpoint(s)
+DIR/runs/<run_id>.failed      the last error of a failed run, one line (retried on the next run)
+DIR/runs/<run_id>.lock        held while a process trains that run
+DIR/predictions/<method>.npz  labels, logits (D, N, C), train_counts, class_names
+DIR/metrics.csv               one row per run
+DIR/expert_usage.csv          routed runs only: method, subset, split, n_experts, share
+DIR/.lock                     held while writing the shared files above
+```
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import json
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+TMP_MARK = ".tmp-"
+RUNS = "runs"
+PREDICTIONS = "predictions"
+METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", "all", "many", "medium", "few",
+                  "mflops", "seconds", "error")
+USAGE_COLUMNS = ("method", "subset", "split", "n_experts", "share")
+
+
+def temp_name(path: Path) -> Path:
+    """A sibling name no other writer uses (host + pid + random), recognisable as a leftover."""
+    tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return path.with_name(f"{path.name}{TMP_MARK}{tag}")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    if path.is_file() and path.read_bytes() == data:
+        return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, blocking: bool = True) -> Iterator[bool]:
+    """``flock`` on ``path`` (created if needed); yields False if not blocking and it is taken.
+
+    The kernel drops the lock when the holder dies (even by SIGKILL), so a lock never outlives
+    its process. Lock files are never deleted: deleting one while another process waits on it
+    would let a third process lock a fresh file beside it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def study_lock(study_dir: Path):
+    """The directory lock: held briefly while writing the shared files, never while training."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    return file_lock(study_dir / ".lock")
+
+
+def run_dir(study_dir: Path, run_id: str) -> Path:
+    return study_dir / RUNS / run_id
+
+
+def run_lock_path(study_dir: Path, run_id: str) -> Path:
+    return study_dir / RUNS / f"{run_id}.lock"
+
+
+def failed_path(study_dir: Path, run_id: str) -> Path:
+    return study_dir / RUNS / f"{run_id}.failed"
+
+
+def is_done(study_dir: Path, run_id: str) -> bool:
+    return (run_dir(study_dir, run_id) / "metrics.json").is_file()
+
+
+def run_state(study_dir: Path, run_id: str) -> tuple[str, str]:
+    """("done" | "failed" | "running" | "pending", error line or "")."""
+    if is_done(study_dir, run_id):
+        return "done", ""
+    failed = failed_path(study_dir, run_id)
+    if failed.is_file():
+        return "failed", failed.read_text(encoding="utf-8", errors="replace").strip()
+    lock = run_lock_path(study_dir, run_id)
+    if lock.exists():
+        with file_lock(lock, blocking=False) as free:
+            if not free:
+                return "running", ""
+    return "pending", ""
+
+
+def clean_run_leftovers(study_dir: Path, run_id: str) -> None:
+    """Remove half-written run directories; call only while holding the run's lock."""
+    for leftover in (study_dir / RUNS).glob(f"{run_id}{TMP_MARK}*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
+def clean_leftovers(study_dir: Path) -> list[Path]:
+    """Remove what interrupted processes left behind; call while holding the directory lock.
+
+    A run's temporary directory is removed only if nobody holds that run's lock (a live
+    process may be training into it); temporary files of atomic writes are only ever written
+    under the directory lock, so any found now are stale.
+    """
+    removed = []
+    runs = study_dir / RUNS
+    if runs.is_dir():
+        for tmp in runs.glob(f"*{TMP_MARK}*"):
+            run_id = tmp.name.split(TMP_MARK)[0]
+            if not tmp.is_dir():
+                continue
+            with file_lock(run_lock_path(study_dir, run_id), blocking=False) as free:
+                if free:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    removed.append(tmp)
+    for folder in (study_dir, study_dir / PREDICTIONS):
+        if folder.is_dir():
+            # ours (name.tmp-host-pid-rand) and bvkit.decompose.save_predictions' (.name.XXXX.tmp)
+            for tmp in [*folder.glob(f"*{TMP_MARK}*"), *folder.glob(".*.tmp")]:
+                if tmp.is_file():
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+    return removed
+
+
+def read_json(path: Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def save_subsets(path: Path, subsets: list[np.ndarray]) -> bool:
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"subset_{d}": np.asarray(s, dtype=np.int64) for d, s in enumerate(subsets)})
+    return write_if_changed(path, buffer.getvalue())
+
+
+def load_subsets(path: Path) -> list[np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        keys = sorted((k for k in archive.files if k.startswith("subset_")), key=lambda k: int(k.split("_")[1]))
+        return [archive[k] for k in keys]

@@ -16,6 +16,9 @@ COMMAND_MODULES = (
     "bvkit.data.commands",
     "bvkit.models.commands",
     "bvkit.decompose.commands",
+    "bvkit.report.commands",
+    "bvkit.train.commands",
+    "bvkit.study.commands",
 )
 
 

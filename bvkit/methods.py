@@ -1,0 +1,262 @@
+"""Method registry: a method name -> a :class:`Recipe` (model, loss, optimiser, schedule, stages).
+
+Defaults are the published CIFAR recipes (200 epochs, batch 128, SGD lr 0.1, momentum 0.9,
+Nesterov, warm-up 5 epochs, lr x0.01 at epoch 161 and x0.0001 at 181, DRW from epoch 161;
+weight decay 2e-4 for the LDAM paper's baselines, 5e-4 for RIDE). Milestones are stated for
+the 200-epoch reference and scaled when ``epochs`` is shorter (``bvkit.train.schedule``).
+
+    >>> recipe = create_method("ride", epochs=10, **{"model_kwargs.num_experts": 2})
+    >>> list_methods("ride*")
+    ['ride', 'ride-distill', 'ride-ea']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from bvkit.errors import BvkitError
+
+STAGE_KINDS = ("crt", "tau-norm", "lws", "routing")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A second stage run on the frozen stage-one model (BN in eval mode)."""
+
+    kind: str
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    balanced: bool = True
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything a ``bvkit train`` run needs besides the data, seed and device."""
+
+    name: str
+    description: str = ""
+    model: str = "resnet32"
+    model_kwargs: dict = field(default_factory=dict)
+    loss: str = "ce"
+    loss_kwargs: dict = field(default_factory=dict)
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    warmup_epochs: int = 5
+    lr_milestones: tuple = (160, 180)
+    lr_factors: tuple = (0.01, 0.0001)
+    drw_epoch: int | None = 160
+    reference_epochs: int = 200
+    augment: dict = field(default_factory=lambda: {"crop_padding": 4, "flip": True, "rotation": 0.0})
+    balanced: bool = False
+    val_per_class: int = 50
+    teacher: str | None = None
+    stages: tuple = ()
+
+    @property
+    def is_ride(self) -> bool:
+        return self.model.startswith("ride")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        data = dict(data)
+        data["stages"] = tuple(Stage(**stage) for stage in data.get("stages", ()))
+        for key in ("lr_milestones", "lr_factors"):
+            data[key] = tuple(data.get(key, ()))
+        return cls(**data)
+
+
+_REGISTRY: dict[str, Recipe] = {}
+
+
+def register_method(recipe: Recipe, overwrite: bool = False) -> Recipe:
+    """Add ``recipe`` under ``recipe.name`` (user methods included)."""
+    if recipe.name in _REGISTRY and not overwrite:
+        raise BvkitError(f"method {recipe.name!r} is already registered")
+    _REGISTRY[recipe.name] = recipe
+    return recipe
+
+
+def list_methods(pattern: str = "*") -> list[str]:
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+
+
+def get_method(name: str) -> Recipe:
+    if name not in _REGISTRY:
+        raise BvkitError(f"unknown method {name!r}; known: {', '.join(list_methods())}")
+    return _REGISTRY[name]
+
+
+def create_method(name: str, **overrides: Any) -> Recipe:
+    """The recipe of ``name`` with ``overrides`` applied.
+
+    Keys: a Recipe field (``epochs=10``); ``dict_field.key`` for model/loss/augment kwargs
+    (``"model_kwargs.width"``; a dict value merges into the defaults); ``stage.field`` or
+    ``stage.options.key`` for a second stage by kind (``"crt.epochs"``, ``"routing.lr"``).
+    """
+    return apply_overrides(get_method(name), overrides)
+
+
+def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
+    for key, value in overrides.items():
+        recipe = _apply_one(recipe, key.replace("__", "."), value)
+    _check(recipe)
+    return recipe
+
+
+def _apply_one(recipe: Recipe, key: str, value: Any) -> Recipe:
+    head, _, rest = key.partition(".")
+    names = {f.name: f for f in fields(Recipe)}
+    stage_kinds = {stage.kind: i for i, stage in enumerate(recipe.stages)}
+    if head in stage_kinds and rest:
+        stages = list(recipe.stages)
+        stages[stage_kinds[head]] = _apply_stage(stages[stage_kinds[head]], rest, value)
+        return replace(recipe, stages=tuple(stages))
+    if head not in names or head in ("name", "stages"):
+        known = sorted(set(names) - {"name", "stages"}) + [f"{kind}.<field>" for kind in stage_kinds]
+        raise BvkitError(f"unknown setting {key!r} for method {recipe.name!r}; known: {', '.join(known)}")
+    current = getattr(recipe, head)
+    if isinstance(current, dict):
+        merged = dict(current)
+        if rest:
+            merged[rest] = value
+        elif isinstance(value, dict):
+            merged.update(value)
+        else:
+            raise BvkitError(f"{key} takes key=value pairs, e.g. {key}.NAME=VALUE")
+        return replace(recipe, **{head: merged})
+    if rest:
+        raise BvkitError(f"setting {head!r} has no sub-keys (got {key!r})")
+    return replace(recipe, **{head: _coerce(head, current, value)})
+
+
+def _apply_stage(stage: Stage, key: str, value: Any) -> Stage:
+    head, _, rest = key.partition(".")
+    names = {f.name for f in fields(Stage)} - {"kind"}
+    if head == "options" and rest:
+        return replace(stage, options={**stage.options, rest: value})
+    if head not in names or rest:
+        raise BvkitError(f"unknown setting {stage.kind}.{key}; known: {', '.join(sorted(names))}")
+    return replace(stage, **{head: _coerce(f"{stage.kind}.{head}", getattr(stage, head), value)})
+
+
+_OPTIONAL = {"drw_epoch": 0, "teacher": ""}  # None means "off"; otherwise typed like the value
+
+
+def _coerce(name: str, current: Any, value: Any) -> Any:
+    if name in _OPTIONAL:
+        if value is None:
+            return None
+        current = _OPTIONAL[name]
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise BvkitError(f"{name} must be true or false, got {value!r}")
+    if isinstance(current, int) and not isinstance(current, bool):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if current is not None:
+            raise BvkitError(f"{name} must be an integer, got {value!r}")
+    if isinstance(current, float):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise BvkitError(f"{name} must be a number, got {value!r}")
+    if isinstance(current, tuple):
+        if isinstance(value, (list, tuple)):
+            return tuple(value)
+        if isinstance(value, (int, float)):
+            return (value,)
+        raise BvkitError(f"{name} must be a list, got {value!r}")
+    return value
+
+
+def _check(recipe: Recipe) -> None:
+    positive = {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "val_per_class": recipe.val_per_class}
+    for name, value in positive.items():
+        if not isinstance(value, int) or value < 1:
+            raise BvkitError(f"{name} must be a positive integer, got {value!r}")
+    if not recipe.lr > 0:
+        raise BvkitError(f"lr must be positive, got {recipe.lr!r}")
+    if recipe.schedule not in ("step", "cosine", "constant"):
+        raise BvkitError(f"schedule must be step, cosine or constant, got {recipe.schedule!r}")
+    if len(recipe.lr_milestones) != len(recipe.lr_factors):
+        raise BvkitError("lr_milestones and lr_factors must have the same length")
+    for stage in recipe.stages:
+        if stage.kind not in STAGE_KINDS:
+            raise BvkitError(f"unknown stage {stage.kind!r} (known: {', '.join(STAGE_KINDS)})")
+        if stage.epochs < 0 or stage.batch_size < 1 or not stage.lr > 0:
+            raise BvkitError(f"stage {stage.kind}: epochs >= 0, batch_size >= 1 and lr > 0 needed")
+    experts = recipe.model_kwargs.get("num_experts")
+    if experts is not None:
+        if not recipe.is_ride:
+            raise BvkitError(f"method {recipe.name!r} has no experts (model {recipe.model}); --experts is for ride*")
+        minimum = 2 if any(stage.kind == "routing" for stage in recipe.stages) else 1
+        if not isinstance(experts, int) or experts < minimum:
+            raise BvkitError(f"num_experts must be an integer >= {minimum} for {recipe.name}, got {experts!r}")
+
+
+# The LDAM paper's baselines: weight decay 2e-4, crop + flip.
+_LDAM_BASE = dict(weight_decay=2e-4)
+# RIDE's CIFAR recipe: weight decay 5e-4, crop + flip + rotation 15 degrees.
+_RIDE_BASE = dict(
+    model="ride-resnet32",
+    model_kwargs={"num_experts": 3, "reduce_dimension": True},
+    loss="ride",
+    weight_decay=5e-4,
+    augment={"crop_padding": 4, "flip": True, "rotation": 15.0},
+)
+
+for _recipe in (
+    Recipe("ce", "softmax cross-entropy", **_LDAM_BASE),
+    Recipe("focal", "focal loss (gamma 1)", loss="focal", loss_kwargs={"gamma": 1.0}, **_LDAM_BASE),
+    Recipe(
+        "cb-focal",
+        "class-balanced focal loss (beta 0.9999, gamma 1)",
+        loss="cb-focal",
+        loss_kwargs={"beta": 0.9999, "gamma": 1.0},
+        **_LDAM_BASE,
+    ),
+    Recipe("ldam", "LDAM margins (max 0.5, s 30) with a cosine classifier", model="resnet32-ldam", loss="ldam", drw_epoch=None, **_LDAM_BASE),
+    Recipe("ldam-drw", "LDAM + deferred re-weighting from epoch 161", model="resnet32-ldam", loss="ldam-drw", **_LDAM_BASE),
+    Recipe("balanced-softmax", "logits + log prior during training", loss="balanced-softmax"),
+    Recipe("crt", "CE, then a fresh linear classifier re-trained 10 epochs, class-balanced", stages=(Stage("crt"),), **_LDAM_BASE),
+    Recipe(
+        "tau-norm",
+        "CE, then w_c / ||w_c||**tau with tau picked on the validation split",
+        stages=(Stage("tau-norm", epochs=0, options={"tau_grid": [round(0.1 * i, 1) for i in range(11)]}),),
+        **_LDAM_BASE,
+    ),
+    Recipe("lws", "CE, then one learned scale per class, class-balanced", stages=(Stage("lws"),), **_LDAM_BASE),
+    Recipe("ride", "RIDE experts: individual base loss + distribution-aware diversity", **_RIDE_BASE),
+    Recipe(
+        "ride-ea",
+        "RIDE, then expert-assignment routers (5 epochs, batch 512, lr 0.01, cosine)",
+        stages=(Stage("routing", epochs=5, batch_size=512, lr=0.01, weight_decay=5e-4),),
+        **_RIDE_BASE,
+    ),
+    Recipe(
+        "ride-distill",
+        "RIDE distilled from a teacher checkpoint (e.g. 6 experts), T_d 1.5, 20 warm-up epochs",
+        teacher="",
+        **{**_RIDE_BASE, "loss": "ride-distill", "warmup_epochs": 20},
+    ),
+):
+    register_method(_recipe)

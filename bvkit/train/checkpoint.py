@@ -1,0 +1,71 @@
+"""Checkpoints: one ``torch.save`` dict of plain tensors and containers, written atomically.
+
+Everything in it loads with ``torch.load(..., weights_only=True)`` (no pickled classes), so a
+checkpoint from an untrusted source cannot run code. The recipe travels as a JSON string.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from bvkit.errors import BvkitError
+
+FORMAT = "bvkit-checkpoint-1"
+
+
+def rng_state(device: torch.device | None = None) -> dict:
+    """Global torch RNG states (CPU and, where used, CUDA): kept for ops that draw from them."""
+    state = {"torch": torch.get_rng_state()}
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def save_checkpoint(path: str | os.PathLike, **content) -> Path:
+    """Write ``content`` (plus the format tag) to ``path`` via a temp file and ``os.replace``.
+
+    A kill during the write leaves the previous checkpoint intact, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, **content}
+    if "recipe" in payload and not isinstance(payload["recipe"], str):
+        payload["recipe"] = json.dumps(payload["recipe"], sort_keys=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load a bvkit checkpoint safely (``weights_only=True``); the recipe comes back as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise BvkitError(f"checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt file or one holding pickled objects
+        raise BvkitError(f"cannot read checkpoint {path}: {str(err).splitlines()[0]}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise BvkitError(f"{path} is not a bvkit checkpoint")
+    if isinstance(payload.get("recipe"), str):
+        payload["recipe"] = json.loads(payload["recipe"])
+    return payload

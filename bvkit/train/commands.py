@@ -1,0 +1,157 @@
+"""``bvkit train`` (one method on one long-tailed dataset) and ``bvkit methods`` (the registry)."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+from pathlib import Path
+
+from bvkit.errors import BvkitError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a method on a long-tailed dataset",
+        description="Train a method (see `bvkit methods`) and write metrics.json, predictions.npz, "
+        "history.csv and checkpoint.pt to --out; rerunning the same command resumes.",
+    )
+    parser.add_argument("--dataset", required=True, help="cifar10-lt, cifar100-lt, fashion-mnist-lt, synthetic-lt")
+    parser.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor IF (default 100)")
+    parser.add_argument("--method", required=True, help="a registered method, e.g. ce, ldam-drw, ride, ride-ea")
+    parser.add_argument("--experts", type=int, help="number of RIDE experts (ride* methods only)")
+    parser.add_argument("--epochs", type=int, help="stage-one epochs; lr/DRW milestones scale with it")
+    parser.add_argument("--batch-size", type=int, help="stage-one batch size (default: the method's, 128)")
+    parser.add_argument("--lr", type=float, help="stage-one peak learning rate (default: the method's, 0.1)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds init, data order and augmentation")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--data-root", help="data directory (default: $BVKIT_DATA)")
+    parser.add_argument("--n-max", type=int, help="images of the head class (default: the dataset's)")
+    parser.add_argument("--model-width", type=int, help="base width of the ResNet (16 for ResNet-32)")
+    parser.add_argument("--stage-one", metavar="CKPT", help="skip stage one: load it from a bvkit checkpoint")
+    parser.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint for ride-distill")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="any recipe setting, e.g. loss_kwargs.gamma=2, crt.epochs=5 (repeatable)")
+    parser.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
+    parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                        help="progress bar (auto: only when stderr is a terminal)")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (1 avoids stalls on a busy machine)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="one line per epoch on stderr")
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.set_defaults(func=run_train)
+
+    methods = subparsers.add_parser("methods", help="list the registered training methods")
+    methods.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'ride*'")
+    methods.add_argument("--show", action="store_true", help="print each recipe as JSON")
+    methods.set_defaults(func=run_methods)
+
+
+def parse_settings(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings -> overrides; values are Python/JSON literals, else strings."""
+    settings = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise BvkitError(f"--set expects KEY=VALUE, got {item!r}")
+        settings[key.strip()] = _literal(raw.strip())
+    return settings
+
+
+def _literal(raw: str):
+    lowered = raw.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def overrides_from_args(args) -> dict:
+    overrides = parse_settings(args.set)
+    named = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+             "model_kwargs.width": args.model_width, "model_kwargs.num_experts": args.experts,
+             "teacher": args.teacher}
+    overrides.update({key: value for key, value in named.items() if value is not None})
+    return overrides
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from bvkit.methods import create_method
+
+    recipe = create_method(args.method, **overrides_from_args(args))
+    if args.data_root is not None and not Path(args.data_root).is_dir():
+        raise BvkitError(f"data root not found: {args.data_root}")
+    if args.stage_one is not None and not recipe.stages:
+        raise BvkitError(f"--stage-one needs a two-stage method (crt, tau-norm, lws, ride-ea), not {args.method}")
+    if args.stage_one is not None and not Path(args.stage_one).is_file():
+        raise BvkitError(f"stage-one checkpoint not found: {args.stage_one}")
+    if recipe.teacher is not None and not Path(recipe.teacher).is_file():
+        raise BvkitError(f"{args.method} needs an existing --teacher checkpoint, got {recipe.teacher or 'none'}")
+    progress = {"auto": None, "on": True, "off": False}[args.progress]
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BvkitError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+    from bvkit.train.run import train
+
+    result = train(
+        recipe,
+        args.dataset,
+        imbalance=args.imbalance,
+        seed=args.seed,
+        out=args.out,
+        device=args.device,
+        data_root=args.data_root,
+        n_max=args.n_max,
+        stage_one=args.stage_one,
+        resume=not args.no_resume,
+        progress=progress,
+        log=_stderr_line if args.verbose else None,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(format_summary(result.metrics))
+    return 0
+
+
+def _stderr_line(text: str) -> None:
+    import sys
+
+    print(text, file=sys.stderr, flush=True)
+
+
+def format_summary(metrics: dict) -> str:
+    accuracy = metrics["accuracy"]
+    cells = " / ".join(
+        f"{name} {100 * accuracy[name]:.1f}" if accuracy[name] is not None else f"{name} -"
+        for name in ("all", "many", "medium", "few")
+    )
+    line = f"{metrics['method']} on {metrics['dataset']} (seed {metrics['seed']}): {cells}"
+    if metrics.get("mflops") is not None:
+        line += f", {metrics['mflops']:.1f} MFLOPs"
+    if metrics.get("expert_usage"):
+        shares = ", ".join(f"{100 * s:.1f}%" for s in metrics["expert_usage"]["all"])
+        line += f", samples using 1..n experts: {shares}"
+    return line + f", {metrics['seconds']:.0f} s"
+
+
+def run_methods(args: argparse.Namespace) -> int:
+    from bvkit.methods import get_method, list_methods
+
+    names = list_methods(args.pattern)
+    if not names:
+        raise BvkitError(f"no method matches {args.pattern!r}")
+    for name in names:
+        recipe = get_method(name)
+        if args.show:
+            print(json.dumps(recipe.to_dict(), indent=2))
+        else:
+            print(f"{name:18s} {recipe.description}")
+    return 0

@@ -1,0 +1,89 @@
+"""Torch DDP for ``torchrun``: every rank walks the same global batch order and trains on its
+slice of each batch, so the averaged gradient equals the single-process full-batch gradient
+(for losses that are batch means and models without train-mode BN coupling across the batch;
+BatchNorm statistics are per rank unless the model is converted with ``sync_batchnorm``).
+
+    torchrun --nproc_per_node 4 -m bvkit.train --dataset cifar100-lt --method ride --out runs/r
+
+Rank 0 writes checkpoints and outputs. Second stages (cRT, LWS, routers: small heads on frozen
+features) are not sharded: every rank takes the whole batch and makes the same update.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); False when run alone."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or (dist.is_available() and dist.is_initialized()):
+        return active()
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Under torchrun each rank takes the GPU named by LOCAL_RANK."""
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def shard(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """This rank's contiguous slice of a global batch (sizes differ by at most one)."""
+    chunks = torch.arange(len(targets), device=targets.device).tensor_split(world_size())[rank()]
+    return inputs[chunks], targets[chunks]
+
+
+def wrap(model: nn.Module, sync_batchnorm: bool = False) -> nn.Module:
+    """DDP-wrap ``model`` when a process group is active; otherwise return it unchanged."""
+    if not active():
+        return model
+    if sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    device_ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def sum_over_ranks(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int):
+    """Epoch totals summed over ranks (one all-reduce per epoch, for logging)."""
+    totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=loss_sum.device)])
+    dist.all_reduce(totals)
+    return totals[0], totals[1], int(totals[2].item())
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,355 @@
+"""Packed training: ``K`` runs of one method trained in lockstep as one packed network.
+
+Each run keeps what makes it that run: its own training subset, seed (model init, data order,
+augmentation draws), loss (built from its own subset's class counts), BN statistics and
+optimiser state. The packed network (``bvkit.models.packed``) shares no parameter between
+runs, so the summed loss gives every run exactly its own gradient, and SGD's momentum and
+weight decay are elementwise, so one SGD over the packed tensors is ``K`` separate SGDs.
+The runs of a pack therefore compute what each computes alone (tested to float tolerance).
+
+Lockstep needs the same batches per epoch and the same batch sizes: a pack holds runs whose
+training sets have the same size (``redraw``, ``bootstrap`` and the ``seeds`` scheme keep the
+count; runs of other sizes are packed with their own size class, possibly alone). All runs of
+a pack share the recipe, hence the lr schedule.
+
+Data: every run's uint8 images sit on the device. At the start of an epoch each run's order
+and augmentation parameters are drawn from that run's own epoch generator in exactly the order
+``DeviceLoader`` + ``Augment`` draw them, then moved to the device once; each step gathers and
+augments all ``K`` batches in one call. The step has no host sync (loss and accuracy
+accumulate on the device, read back once per epoch). On CUDA: bf16 autocast, channels_last,
+and ``torch.compile`` with ``compile=True``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bvkit.errors import BvkitError
+from bvkit.methods import Recipe, apply_overrides, create_method
+from bvkit.train.engine import (
+    CHECKPOINT,
+    EpochRecord,
+    autocast,
+    derive_seed,
+    format_record,
+    make_optimizer,
+    prepare_batch,
+    recipe_schedule,
+    resolve_device,
+)
+from bvkit.train.progress import progress_bar
+
+
+@dataclass
+class PackMember:
+    """One run of a pack: its seed, training indices into ``data.pool`` (None: the LT set)
+    and output directory (None: nothing written)."""
+
+    seed: int = 0
+    train_indices: np.ndarray | None = None
+    out: str | Path | None = None
+
+
+@dataclass
+class PackedRunResult:
+    metrics: dict
+    model: torch.nn.Module
+    history: list
+    out: Path | None
+
+
+def packable(recipe: Recipe) -> bool:
+    """Recipes the packed engine trains: one stage, no teacher, a CIFAR ResNet or RIDE ResNet-32."""
+    return not recipe.stages and recipe.teacher is None and (
+        recipe.model in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet32-ldam", "ride-resnet32"))
+
+
+def train_packed(
+    method: str | Recipe,
+    dataset: Any,
+    members: list[PackMember],
+    *,
+    imbalance: float = 100.0,
+    device: str | torch.device = "auto",
+    data_root: str | Path | None = None,
+    n_max: int | None = None,
+    compile: bool = False,
+    progress: bool | None = None,
+    log=None,
+    **overrides: Any,
+) -> list[PackedRunResult]:
+    """Train ``members`` (runs of ``method`` on ``dataset``) packed; one result per member, in
+    order. Runs whose training sets differ in size go into separate packs of one size each.
+    Each member's ``out`` gets the files a single ``bvkit.train.train`` run writes."""
+    from bvkit.train.run import _load_data, validation_split
+
+    if not members:
+        return []
+    recipe = apply_overrides(method, overrides) if isinstance(method, Recipe) else create_method(method, **overrides)
+    if not packable(recipe):
+        raise BvkitError(f"method {recipe.name!r} cannot be packed (second stages, a teacher or model {recipe.model})")
+    data = _load_data(dataset, imbalance, data_root, n_max)
+    device = resolve_device(device)
+    splits = []
+    for member in members:
+        member_data = data if member.train_indices is None else replace(
+            data, train_indices=np.asarray(member.train_indices, dtype=np.int64))
+        splits.append((member_data, *validation_split(member_data, recipe.val_per_class, member.seed)))
+    results: list[PackedRunResult | None] = [None] * len(members)
+    for size in dict.fromkeys(len(train_idx) for _, train_idx, _ in splits):
+        group = [i for i, (_, train_idx, _) in enumerate(splits) if len(train_idx) == size]
+        for i, result in zip(group, _train_pack(recipe, [members[i] for i in group], [splits[i] for i in group],
+                                                device, compile, progress, log, imbalance)):
+            results[i] = result
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log, imbalance) -> list[PackedRunResult]:
+    from bvkit.models.packed import pack_models
+    from bvkit.train.run import (
+        _augment,
+        _normalizer,
+        _to_device,
+        build_loss,
+        build_model,
+        make_loader,
+    )
+
+    started = time.perf_counter()
+    k_models = len(members)
+    data = splits[0][0]
+    num_classes = len(data.class_names)
+    pool = data.pool
+    in_channels = pool.images.shape[-1]
+    augments = [_augment(recipe, member_data) for member_data, _, _ in splits]
+    train_sets = [_to_device(pool.images[t], pool.labels[t], device) for _, t, _ in splits]
+    val_sets = [_to_device(pool.images[v], pool.labels[v], device) for _, _, v in splits]
+    train_counts = [np.bincount(pool.labels[t], minlength=num_classes) for _, t, _ in splits]
+    models = [build_model(recipe, num_classes, in_channels, m.seed, device) for m in members]
+    losses = [build_loss(recipe, counts, device) for counts in train_counts]
+    packed = pack_models(models)
+    if device.type == "cuda":
+        packed = packed.to(memory_format=torch.channels_last)
+    loss_params = [p for loss in losses for p in loss.parameters()]
+    optimizer = make_optimizer(list(packed.parameters()) + loss_params, recipe.lr, recipe.momentum,
+                               recipe.nesterov, recipe.weight_decay)
+    loaders = [make_loader(ts, recipe.batch_size, recipe.balanced, aug, derive_seed(m.seed, 0))
+               for ts, aug, m in zip(train_sets, augments, members)]
+    schedule = recipe_schedule(recipe, len(loaders[0]))
+    forward = torch.compile(packed) if compile and device.type == "cuda" else packed
+    histories: list[list] = [[] for _ in members]
+    normalizers = [_normalizer(aug) for aug in augments]
+    step = 0
+    for epoch in range(recipe.epochs):
+        for loss in losses:
+            if hasattr(loss, "set_epoch"):
+                loss.set_epoch(epoch)
+        packed.train()
+        plans = [EpochPlan(loader, epoch, device) for loader in loaders]
+        total_loss = torch.zeros(k_models, device=device)
+        total_correct = torch.zeros(k_models, device=device, dtype=torch.long)
+        seen = 0
+        epoch_started = time.perf_counter()
+        bar = progress_bar(len(loaders[0]), f"stage1 x{k_models} {epoch + 1}/{recipe.epochs}", progress)
+        for b in range(len(loaders[0])):
+            lr = recipe.lr * schedule.factor(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs, targets = packed_batch(plans, b, augments)
+            inputs = prepare_batch(inputs, device)
+            with autocast(device):
+                output = forward(inputs)
+                per_model = torch.stack([losses[k](packed.model_output(output, k), targets[k])
+                                         for k in range(k_models)])
+                loss = per_model.sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            logits = output if torch.is_tensor(output) else output["logits"]
+            total_loss += per_model.detach().float() * targets.shape[1]
+            total_correct += (logits.detach().argmax(-1) == targets).sum(dim=1)
+            seen += targets.shape[1]
+            bar.update(1)
+        bar.close()
+        elapsed = time.perf_counter() - epoch_started
+        val_accuracy = packed_accuracy(packed, val_sets, normalizers, device, num_classes)
+        mean_loss = (total_loss / max(seen, 1)).tolist()
+        accuracy = (total_correct.double() / max(seen, 1)).tolist()
+        for k in range(k_models):
+            record = EpochRecord("stage1", epoch + 1, mean_loss[k], accuracy[k], lr, seen / max(elapsed, 1e-9),
+                                 round(elapsed, 2), val_accuracy[k])
+            histories[k].append(record.__dict__)
+        if log is not None:
+            log(f"[pack of {k_models}] " + format_record(record, recipe.epochs))
+    pack_seconds = time.perf_counter() - started
+    return [_finish_member(recipe, packed, k, models[k], splits[k], val_sets[k], normalizers[k], histories[k],
+                           members[k], device, pack_seconds, k_models, imbalance)
+            for k in range(k_models)]
+
+
+def _finish_member(recipe, packed, k, model, split, val_set, normalizer, history, member, device,
+                   pack_seconds, k_models, imbalance) -> PackedRunResult:
+    """Unpack run ``k`` into its single model and evaluate / write it as a single run would."""
+    from bvkit.models.packed import unpack_state
+    from bvkit.train.checkpoint import rng_state, save_checkpoint
+    from bvkit.train.run import _imbalance_of, _to_device, evaluate_run, write_outputs
+
+    data, train_idx, val_idx = split
+    model.load_state_dict(unpack_state(packed, k))
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.eval()
+    counts = np.asarray(data.counts)
+    test_set = _to_device(data.test.images, data.test.labels, device)
+    metrics, labels, logits = evaluate_run(model, None, test_set, val_set, normalizer, device, counts)
+    metrics = {
+        "method": recipe.name,
+        "dataset": data.name,
+        "imbalance": _imbalance_of(data, imbalance),
+        "seed": member.seed,
+        "epochs": recipe.epochs,
+        **metrics,
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        "mflops": metrics["mflops"],
+        "seconds": round(pack_seconds / k_models, 1),  # the pack's wall-clock, shared among its runs
+        "train_seconds": round(sum(row["seconds"] for row in history) / k_models, 1),
+        "device": str(device),
+        "pack_size": k_models,
+    }
+    out = Path(member.out) if member.out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(out / CHECKPOINT, stage=0, stage_name="stage1", epoch=recipe.epochs,
+                        model=model.state_dict(), optimizer={}, loss={}, rng=rng_state(device),
+                        history=json.dumps(history), recipe=recipe.to_dict(), dataset=data.name,
+                        seed=member.seed, num_classes=len(data.class_names),
+                        in_channels=data.pool.images.shape[-1], stage_epochs=recipe.epochs)
+        write_outputs(out, metrics, labels, logits, counts, data.class_names, history)
+    return PackedRunResult(metrics, model, history, out)
+
+
+class EpochPlan:
+    """One run's epoch, drawn up front: the sample order and every batch's augmentation
+    parameters, drawn from the run's epoch generator in ``DeviceLoader`` + ``Augment``'s order
+    (so the batches are exactly the ones that loader would give), then moved to the device."""
+
+    def __init__(self, loader, epoch: int, device: torch.device):
+        from bvkit.data.loaders import epoch_generator
+
+        generator = epoch_generator(loader.seed, epoch)
+        self.loader, self.n_batches = loader, len(loader)
+        order = loader.epoch_indices(generator)
+        augment = loader.augment
+        used = order[: self.n_batches * loader.batch_size]
+        self.order = used.to(device)
+        self.params: dict[str, torch.Tensor] = {}
+        if augment is None or not (augment.crop_padding or augment.flip or augment.rotation):
+            return
+        draws: dict[str, list] = {"angle": [], "flip": [], "rows": [], "cols": []}
+        size = loader.batch_size
+        for b in range(self.n_batches):
+            n = len(used[b * size:(b + 1) * size])
+            if augment.rotation:
+                draws["angle"].append(torch.rand((n, 1, 1), generator=generator))
+            if augment.flip:
+                draws["flip"].append(torch.rand((n, 1, 1), generator=generator))
+            if augment.crop_padding:
+                span = 2 * augment.crop_padding + 1
+                draws["rows"].append(torch.randint(0, span, (n, 1, 1), generator=generator))
+                draws["cols"].append(torch.randint(0, span, (n, 1, 1), generator=generator))
+        self.params = {key: torch.cat(values).to(device) for key, values in draws.items() if values}
+
+    def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        size = self.loader.batch_size
+        idx = self.order[b * size:(b + 1) * size]
+        params = {key: value[b * size:(b + 1) * size] for key, value in self.params.items()}
+        return self.loader.x[idx], self.loader.y[idx], params
+
+
+def packed_batch(plans: list[EpochPlan], b: int, augments) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``b`` of every run: inputs (B, K * C, H, W) normalised, targets (K, B)."""
+    from bvkit.data.loaders import normalize
+
+    parts = [plan.batch(b) for plan in plans]
+    x = torch.cat([p[0] for p in parts])  # (K * B, C, H, W) uint8
+    y = torch.stack([p[1] for p in parts])
+    params = {key: torch.cat([p[2][key] for p in parts]) for key in parts[0][2]}
+    augment = augments[0]
+    if params:
+        x = crop_flip_rotate_with(x, augment.crop_padding, augment.rotation, params)
+    if any(a.mean != augment.mean or a.std != augment.std for a in augments):
+        raise BvkitError("runs of one pack must share the input normalisation")
+    x = normalize(x, augment.mean, augment.std)
+    k, (kb, c, h, w) = len(plans), x.shape
+    x = x.view(k, kb // k, c, h, w).transpose(0, 1).reshape(kb // k, k * c, h, w)
+    return x, y
+
+
+def crop_flip_rotate_with(x: torch.Tensor, padding: int, degrees: float, params: dict) -> torch.Tensor:
+    """``bvkit.data.loaders.random_crop_flip_rotate`` with its random draws given (``params``:
+    uniform ``angle`` and ``flip`` draws, integer ``rows`` / ``cols`` crop offsets)."""
+    b, c, h, w = x.shape
+    rows = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
+    cols = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
+    inside = torch.ones(1, 1, 1, dtype=torch.bool, device=x.device)
+    if "angle" in params:
+        angle = (params["angle"] * 2 - 1) * math.radians(degrees)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        cy, cx = (h - 1) / 2, (w - 1) / 2
+        u, v = cols - cx, rows - cy
+        src_cols = torch.round(cos * u - sin * v + cx)
+        src_rows = torch.round(sin * u + cos * v + cy)
+        inside = (src_rows >= 0) & (src_rows < h) & (src_cols >= 0) & (src_cols < w)
+    else:
+        src_rows, src_cols = rows.expand(b, h, w), cols.expand(b, h, w)
+    if "flip" in params:
+        src_cols = torch.where(params["flip"] < 0.5, (w - 1) - src_cols, src_cols)
+    if "rows" in params:
+        src_rows = src_rows + (params["rows"] - padding)
+        src_cols = src_cols + (params["cols"] - padding)
+    src_rows, src_cols = src_rows.long(), src_cols.long()
+    inside = inside & (src_rows >= 0) & (src_rows < h) & (src_cols >= 0) & (src_cols < w)
+    index = torch.where(inside, src_rows * w + src_cols, 0).view(b, 1, h * w).expand(b, c, h * w)
+    out = x.reshape(b, c, h * w).gather(2, index)
+    return out.masked_fill_(~inside.view(b, 1, h * w), 0).view(b, c, h, w)
+
+
+@torch.no_grad()
+def packed_accuracy(packed, sets, normalizers, device, num_classes: int, batch_size: int = 1000) -> list:
+    """Each run's mean per-class accuracy on its own ``sets[k]`` (its validation split), in one
+    packed pass: shorter sets are padded by repeating their last image, padding ignored."""
+    from bvkit.train.metrics import per_class_accuracy
+
+    if any(len(s.y) == 0 for s in sets):
+        return [None] * len(sets)
+    was_training = packed.training
+    packed.eval()
+    longest = max(len(s.y) for s in sets)
+    logits = [[] for _ in sets]
+    for start in range(0, longest, batch_size):
+        positions = torch.arange(start, min(start + batch_size, longest), device=device)
+        batch = [norm(s.x[positions.clamp(max=len(s.y) - 1)]) for s, norm in zip(sets, normalizers)]
+        with autocast(device):
+            out = packed(prepare_batch(torch.cat(batch, dim=1), device))
+        for k in range(len(sets)):
+            value = packed.model_output(out, k)
+            logits[k].append((value if torch.is_tensor(value) else value["logits"]).float())
+    packed.train(was_training)
+    result = []
+    for k, s in enumerate(sets):
+        predicted = torch.cat(logits[k])[: len(s.y)].argmax(1).cpu().numpy()
+        result.append(float(np.nanmean(per_class_accuracy(predicted, s.y.cpu().numpy(), num_classes))))
+    return result

@@ -1,0 +1,477 @@
+"""``train()``: a method's recipe on a long-tailed dataset, stage one then any second stage,
+with resume, evaluation and the run's output files (metrics.json, predictions.npz,
+history.csv, checkpoint.pt)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from bvkit.errors import BvkitError
+from bvkit.methods import Recipe, Stage, apply_overrides, create_method
+from bvkit.train import ddp
+from bvkit.train.checkpoint import load_checkpoint
+from bvkit.train.decoupled import attach_crt, attach_lws, attach_tau_norm, classifier_weight, select_tau
+from bvkit.train.engine import (
+    CHECKPOINT,
+    LoopContext,
+    Phase,
+    derive_seed,
+    load_stage_one,
+    make_optimizer,
+    predict,
+    recipe_schedule,
+    resolve_device,
+    restore_rng,
+    run_phase,
+    scaled_drw_epoch,
+    set_frozen_modes,
+)
+from bvkit.train.metrics import expert_usage_by_split, per_class_accuracy, split_accuracy
+from bvkit.train.routing import attach_routers, routing_loss
+from bvkit.train.schedule import Schedule
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the trained model, its test metrics, logits and per-epoch history."""
+
+    recipe: Recipe
+    model: nn.Module
+    metrics: dict
+    logits: np.ndarray
+    labels: np.ndarray
+    history: list
+    out: Path | None
+
+
+@dataclass
+class Tensors:
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def train(
+    method: str | Recipe,
+    dataset: Any,
+    *,
+    imbalance: float = 100.0,
+    seed: int = 0,
+    out: str | Path | None = None,
+    device: str | torch.device = "auto",
+    data_root: str | Path | None = None,
+    n_max: int | None = None,
+    stage_one: str | Path | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    log=None,
+    **overrides: Any,
+) -> TrainResult:
+    """Train ``method`` on ``dataset`` (a name for ``make_long_tailed`` or a ``LongTailed``).
+
+    ``overrides`` are recipe settings (see ``bvkit.methods.create_method``). With ``out``, a
+    checkpoint is written after every epoch and a rerun resumes from it; ``stage_one`` skips
+    stage one and loads its model from a bvkit checkpoint (decoupled methods, ride-ea).
+    ``log`` (e.g. ``print``) receives one line per epoch.
+    """
+    started = time.perf_counter()
+    recipe = apply_overrides(method, overrides) if isinstance(method, Recipe) else create_method(method, **overrides)
+    device = ddp.local_device(resolve_device(device))
+    data = _load_data(dataset, imbalance, data_root, n_max)
+    ddp.init_from_env(device)
+    out = Path(out) if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+
+    counts = np.asarray(data.counts)
+    num_classes = len(data.class_names)
+    train_idx, val_idx = validation_split(data, recipe.val_per_class, seed)
+    pool = data.pool
+    augment = _augment(recipe, data)
+    normalizer = _normalizer(augment)
+    train_set = _to_device(pool.images[train_idx], pool.labels[train_idx], device)
+    val_set = _to_device(pool.images[val_idx], pool.labels[val_idx], device)
+    test_set = _to_device(data.test.images, data.test.labels, device)
+    train_counts = np.bincount(pool.labels[train_idx], minlength=num_classes)
+    in_channels = pool.images.shape[-1]
+
+    run_key = {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed, "counts": train_counts.tolist()}
+    payload = _resume_payload(out, run_key) if resume else None
+    ctx = LoopContext(device=device, seed=seed, out=out, progress=progress, log=log)
+    if payload is not None:
+        restore_rng(payload, device)
+        ctx.history = json.loads(payload.get("history", "[]"))
+    base_extra = {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed, "num_classes": num_classes,
+                  "in_channels": in_channels, "run_key": json.dumps(run_key, sort_keys=True)}
+
+    # ---- stage one ------------------------------------------------------------------------
+    stage_one_state = None
+    stage_one_epochs = recipe.epochs
+    if stage_one is not None:
+        source_recipe, stage_one_state = load_stage_one(stage_one)
+        stage_one_epochs = source_recipe.get("epochs") if source_recipe else None
+        extra_stage_one = {"stage_one": str(stage_one)}
+        if source_recipe and (source_recipe["model"], source_recipe["model_kwargs"]) != (recipe.model, recipe.model_kwargs):
+            recipe = apply_overrides(recipe, {"model": source_recipe["model"], "model_kwargs": source_recipe["model_kwargs"]})
+    model = build_model(recipe, num_classes, in_channels, seed, device)
+    if payload is not None and payload["stage"] > 0:
+        stage_one_state = payload["stage_one_model"]
+    if stage_one_state is not None:
+        _load_state(model, stage_one_state, "stage-one model")
+    else:
+        loss = build_loss(recipe, train_counts, device)
+        teacher = load_teacher(recipe, device)
+        trained = ddp.wrap(ExpertsForward(model) if recipe.is_ride else model)
+        forward = trained if teacher is None else _with_teacher(trained, teacher)
+        optimizer = make_optimizer(list(model.parameters()) + list(loss.parameters()), recipe.lr,
+                                   recipe.momentum, recipe.nesterov, recipe.weight_decay)
+        loader = make_loader(train_set, recipe.batch_size, recipe.balanced, augment, derive_seed(seed, 0))
+        phase = Phase("stage1", 0, model, forward, loss, optimizer, loader,
+                      recipe_schedule(recipe, len(loader)), recipe.lr, set_modes=model.train)
+        start = 0
+        if payload is not None and payload["stage"] == 0:
+            _load_state(model, payload["model"], "checkpoint model")
+            optimizer.load_state_dict(payload["optimizer"])
+            loss.load_state_dict(payload["loss"])
+            start = payload["epoch"]
+        ctx.validate = lambda: evaluate_accuracy(model, val_set, normalizer, device, num_classes)
+        ctx.checkpoint_extra = {**base_extra, "stage_epochs": recipe.epochs}
+        run_phase(phase, recipe.epochs, ctx, start_epoch=start)
+        stage_one_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    # ---- second stages --------------------------------------------------------------------
+    extra_metrics: dict = extra_stage_one if stage_one is not None else {}
+    routed = None
+    for index, stage in enumerate(recipe.stages, start=1):
+        resume_here = payload if payload is not None and payload["stage"] == index else None
+        ctx.checkpoint_extra = {**base_extra, "stage_epochs": stage.epochs, "stage_one_model": stage_one_state}
+        if stage.kind == "tau-norm":
+            tau, grid = _tau_norm(model, stage, val_set, normalizer, device, num_classes, resume_here)
+            extra_metrics.update(tau=tau, tau_grid=grid)
+            ctx.checkpoint_extra["tau"] = tau
+            _save_final(ctx, model, index, stage)
+        elif stage.kind in ("crt", "lws"):
+            head = attach_crt(model, num_classes, derive_seed(seed, index)) if stage.kind == "crt" else attach_lws(model, num_classes)
+            _run_second_stage(model, head, nn.CrossEntropyLoss(), stage, index, train_set, augment, seed, ctx,
+                              resume_here, val_set, num_classes)
+        elif stage.kind == "routing":
+            routed, routers = attach_routers(model, recipe, stage, num_classes, derive_seed(seed, index), device)
+            _run_second_stage(routed, routers, routing_loss(stage), stage, index, train_set, augment, seed, ctx,
+                              resume_here, val_set, num_classes, forward=routed.forward_experts, count_correct=False)
+        else:  # registry validation makes this unreachable for built-in recipes
+            raise BvkitError(f"unknown stage {stage.kind!r}")
+
+    # ---- evaluation and outputs -----------------------------------------------------------
+    ddp.barrier()
+    model.eval()
+    metrics, labels, logits = evaluate_run(model, routed, test_set, val_set, normalizer, device, counts)
+    metrics = {
+        "method": recipe.name,
+        "dataset": data.name,
+        "imbalance": _imbalance_of(data, imbalance),
+        "seed": seed,
+        "epochs": stage_one_epochs,
+        **metrics,
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        **extra_metrics,
+        "mflops": metrics["mflops"],
+        "seconds": round(time.perf_counter() - started, 1),  # this call (a resumed run: since resuming)
+        "train_seconds": round(sum(row.get("seconds", 0.0) for row in ctx.history), 1),  # all epochs
+        "device": str(device),
+    }
+    if out is not None and ddp.is_main():
+        write_outputs(out, metrics, labels, logits, counts, data.class_names, ctx.history)
+    ddp.barrier()
+    return TrainResult(recipe, model, metrics, logits, labels, ctx.history, out)
+
+
+def evaluate_run(model, routed, test_set: Tensors, val_set: Tensors, normalizer, device, counts):
+    """(metrics, test labels, test logits): accuracy per shot split of the training ``counts``,
+    validation accuracy, MFLOPs and, for routed RIDE, expert usage per split."""
+    num_classes = len(counts)
+    forward = routed.route if routed is not None else model
+    outputs = predict(forward, test_set.x, normalizer, device)
+    logits = outputs["logits"].numpy()
+    labels = test_set.y.cpu().numpy()
+    splits = _shot_splits(counts)
+    metrics = {
+        "accuracy": split_accuracy(per_class_accuracy(logits.argmax(1), labels, num_classes), splits),
+        "val_accuracy": evaluate_accuracy(forward, val_set, normalizer, device, num_classes),
+        "n_test": int(len(labels)),
+        "split_sizes": {s: int((splits == s).sum()) for s in ("many", "medium", "few")},
+    }
+    usage = None
+    if routed is not None:
+        metrics["expert_usage"] = expert_usage_by_split(outputs["n_experts"].numpy(), labels, splits,
+                                                        routed.num_experts)
+        usage = metrics["expert_usage"]["all"]
+    metrics["mflops"] = measure_mflops(routed if routed is not None else model, test_set.x.shape[-1], usage)
+    return metrics, labels, logits
+
+
+class ExpertsForward(nn.Module):
+    """RIDE's training forward (per-expert logits for the loss) as a module DDP can wrap."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_experts(x)
+
+
+def _with_teacher(student, teacher):
+    def forward(x):
+        output = dict(student(x))
+        with torch.no_grad():
+            output["teacher_logits"] = teacher(x).float()
+        return output
+
+    return forward
+
+
+def build_model(recipe: Recipe, num_classes: int, in_channels: int, seed: int, device: torch.device) -> nn.Module:
+    """The recipe's model, initialised from ``seed`` without touching the global RNG."""
+    from bvkit.models import create_model
+
+    kwargs = dict(recipe.model_kwargs)
+    kwargs.setdefault("in_channels", in_channels)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        try:
+            model = create_model(recipe.model, num_classes, **kwargs)
+        except TypeError as err:
+            raise BvkitError(f"model {recipe.model}: {err}") from None
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def build_loss(recipe: Recipe, class_counts: np.ndarray, device: torch.device) -> nn.Module:
+    """The recipe's loss; its DRW / temperature-switch epoch scaled like the lr milestones."""
+    from bvkit.losses import create_loss
+
+    kwargs = dict(recipe.loss_kwargs)
+    if recipe.drw_epoch is not None:
+        kwargs.setdefault("drw_epoch", scaled_drw_epoch(recipe))
+    elif recipe.loss.startswith("ride"):
+        kwargs.setdefault("drw_epoch", None)  # RIDE losses: no DRW and no class-wise temperature
+    return create_loss(recipe.loss, class_counts, **kwargs).to(device)
+
+
+def load_teacher(recipe: Recipe, device: torch.device) -> nn.Module | None:
+    if recipe.teacher is None:
+        return None
+    if not recipe.teacher:
+        raise BvkitError(f"method {recipe.name} needs a teacher checkpoint (--teacher CKPT)")
+    payload = load_checkpoint(recipe.teacher)
+    teacher_recipe = Recipe.from_dict(payload["recipe"])
+    teacher = build_model(teacher_recipe, payload["num_classes"], payload["in_channels"], 0, device)
+    state = payload["model"] if payload.get("stage") == 0 else payload["stage_one_model"]
+    _load_state(teacher, state, "teacher")
+    teacher.eval()
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher
+
+
+def make_loader(tensors: Tensors, batch_size: int, balanced: bool, augment, seed: int):
+    from bvkit.data import DeviceLoader
+
+    # a last batch of one image breaks train-mode BatchNorm; drop it only then
+    drop_last = len(tensors.y) % batch_size == 1
+    return DeviceLoader(tensors.x, tensors.y, batch_size, shuffle=True, drop_last=drop_last,
+                        balanced=balanced, augment=augment, seed=seed)
+
+
+def _run_second_stage(model, head, loss, stage: Stage, index, train_set, augment, seed, ctx, payload, val_set,
+                      num_classes, forward=None, count_correct=True):
+    device = ctx.device
+    normalizer = _normalizer(augment)
+    optimizer = make_optimizer([p for p in head.parameters() if p.requires_grad], stage.lr, stage.momentum,
+                               stage.nesterov, stage.weight_decay)
+    loader = make_loader(train_set, stage.batch_size, stage.balanced, augment, derive_seed(seed, index))
+    schedule = Schedule(kind=stage.schedule, epochs=stage.epochs, steps_per_epoch=len(loader))
+    phase = Phase(stage.kind, index, model, forward or model, loss, optimizer, loader, schedule, stage.lr,
+                  set_modes=lambda: set_frozen_modes(model, None), count_correct=count_correct,
+                  shard=False)  # small heads on frozen features: every DDP rank takes the whole batch
+    start = 0
+    if payload is not None:
+        _load_state(model, payload["model"], "checkpoint model")
+        optimizer.load_state_dict(payload["optimizer"])
+        start = payload["epoch"]
+    validate_forward = model.route if hasattr(model, "route") else model
+    ctx.validate = lambda: evaluate_accuracy(validate_forward, val_set, normalizer, device, num_classes)
+    run_phase(phase, stage.epochs, ctx, start_epoch=start)
+
+
+def _tau_norm(model, stage, val_set, normalizer, device, num_classes, payload):
+    grid = stage.options.get("tau_grid", [round(0.1 * i, 1) for i in range(11)])
+    if payload is not None and "tau" in payload:
+        tau, scores = float(payload["tau"]), None
+    else:
+        model.eval()
+        with torch.no_grad():
+            features = predict(_features_forward(model), val_set.x, normalizer, device)["logits"]
+        weight = classifier_weight(model.classifier).detach().float().cpu()
+        tau, scores = select_tau(features, val_set.y.cpu(), weight, grid, num_classes)
+    attach_tau_norm(model, tau)
+    return tau, scores
+
+
+def _features_forward(model):
+    return lambda x: model.forward_features(x)
+
+
+def _save_final(ctx: LoopContext, model, index: int, stage: Stage) -> None:
+    from bvkit.train.checkpoint import rng_state, save_checkpoint
+
+    if ctx.out is None or not ddp.is_main():
+        return
+    save_checkpoint(ctx.out / CHECKPOINT, stage=index, stage_name=stage.kind, epoch=0,
+                    model=model.state_dict(), optimizer={}, loss={}, rng=rng_state(ctx.device),
+                    history=json.dumps(ctx.history), **ctx.checkpoint_extra)
+
+
+@torch.no_grad()
+def evaluate_accuracy(forward, tensors: Tensors, normalize, device, num_classes: int) -> float | None:
+    """Mean per-class accuracy of ``forward`` on ``tensors`` (the validation split)."""
+    if len(tensors.y) == 0:
+        return None
+    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
+    was_training = module.training if isinstance(module, nn.Module) else False
+    if isinstance(module, nn.Module):
+        module.eval()
+    logits = predict(forward, tensors.x, normalize, device)["logits"]
+    if isinstance(module, nn.Module) and was_training:
+        module.train()
+    return float(np.nanmean(per_class_accuracy(logits.argmax(1).numpy(), tensors.y.cpu().numpy(), num_classes)))
+
+
+def validation_split(data, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) into ``data.pool``; never the test set.
+
+    Validation images come from pool images outside the long-tailed subset
+    (``holdout_indices``). When the pool has no spare image for some class, that class gives
+    up to ``per_class`` images, but at most a fifth of its LT images, from the training subset.
+    """
+    from bvkit.data import holdout_indices
+
+    train_idx = np.asarray(data.train_indices, dtype=np.int64)
+    val_idx = np.asarray(holdout_indices(data, per_class, seed), dtype=np.int64)
+    labels = np.asarray(data.pool.labels)
+    num_classes = len(data.class_names)
+    covered = np.bincount(labels[val_idx], minlength=num_classes) > 0
+    if covered.all():
+        return train_idx, val_idx
+    rng = np.random.default_rng([seed, 1])
+    carved = []
+    for c in np.flatnonzero(~covered):
+        members = train_idx[labels[train_idx] == c]
+        take = min(per_class, len(members) // 5)
+        if take:
+            carved.append(rng.choice(members, size=take, replace=False))
+    if carved:
+        carved = np.concatenate(carved)
+        train_idx = train_idx[~np.isin(train_idx, carved)]
+        val_idx = np.concatenate([val_idx, carved])
+    return train_idx, val_idx
+
+
+def measure_mflops(model: nn.Module, image_size: int, expert_usage=None) -> float | None:
+    """MFLOPs per image (``bvkit.models.count_flops``); routed RIDE: at the measured expert usage
+    (shares of samples using 1..n experts), routers included."""
+    from bvkit.models import count_flops
+
+    kwargs = {"input_size": image_size}
+    if expert_usage is not None:
+        kwargs["expert_usage"] = [100.0 * share for share in expert_usage]
+    return round(float(count_flops(model, **kwargs)["mflops"]), 2)
+
+
+def write_outputs(out: Path, metrics: dict, labels, logits, counts, class_names, history) -> None:
+    import pandas as pd
+
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save_prediction_file(out / "predictions.npz", labels, logits[None], counts, class_names)
+    pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+
+
+def save_prediction_file(path: Path, labels, logits, train_counts, class_names) -> None:
+    """DESIGN.md's prediction file: labels (N,), logits (1, N, C), train_counts, class_names."""
+    try:
+        from bvkit.decompose.io import save_predictions
+    except ImportError:
+        save_predictions = None
+    if save_predictions is not None:
+        save_predictions(path, labels, logits=logits, train_counts=train_counts, class_names=class_names)
+        return
+    np.savez(path, labels=np.asarray(labels, dtype=np.int64), logits=np.asarray(logits, dtype=np.float32),
+             train_counts=np.asarray(train_counts, dtype=np.int64), class_names=np.asarray(class_names, dtype=str))
+
+
+def _load_data(dataset, imbalance, data_root, n_max):
+    if not isinstance(dataset, str):
+        return dataset
+    from bvkit.data import make_long_tailed
+
+    kwargs = {"imbalance": imbalance, "root": data_root}
+    if n_max is not None:
+        kwargs["n_max"] = n_max
+    return make_long_tailed(dataset, **kwargs)
+
+
+def _augment(recipe: Recipe, data):
+    from bvkit.data import Augment
+
+    kwargs = dict(recipe.augment)
+    if "mean" not in kwargs:  # the dataset's published (CIFAR) or measured normalisation
+        kwargs["mean"], kwargs["std"] = tuple(data.mean), tuple(data.std)
+    return Augment(**kwargs)
+
+
+def _normalizer(augment):
+    from bvkit.data import normalize
+
+    return lambda x: normalize(x, augment.mean, augment.std)
+
+
+def _to_device(images: np.ndarray, labels: np.ndarray, device: torch.device) -> Tensors:
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).contiguous().to(device)
+    return Tensors(x, torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device))
+
+
+def _shot_splits(counts):
+    from bvkit.data import shot_splits
+
+    return shot_splits(counts)
+
+
+def _imbalance_of(data, imbalance):
+    counts = np.asarray(data.counts)
+    return float(counts.max() / counts.min()) if counts.min() > 0 else float(imbalance)
+
+
+def _resume_payload(out: Path | None, run_key: dict) -> dict | None:
+    if out is None or not (out / CHECKPOINT).is_file():
+        return None
+    payload = load_checkpoint(out / CHECKPOINT)
+    if json.loads(payload.get("run_key", "{}")) != json.loads(json.dumps(run_key, sort_keys=True)):
+        raise BvkitError(f"{out} holds a checkpoint of a different run; use another --out or --no-resume")
+    return payload
+
+
+def _load_state(model: nn.Module, state: dict, what: str) -> None:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise BvkitError(f"{what} does not fit the recipe's model: {str(err).splitlines()[0]}") from None

@@ -1,0 +1,78 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from bvkit.errors import BvkitError
+from bvkit.train.checkpoint import load_checkpoint, save_checkpoint
+from bvkit.train.metrics import expert_usage_by_split, per_class_accuracy, split_accuracy
+
+
+def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.ones(4, 3)).sum().backward()
+    optimizer.step()
+    path = save_checkpoint(tmp_path / "c.pt", model=model.state_dict(), optimizer=optimizer.state_dict(),
+                           epoch=3, recipe={"name": "ce", "lr_milestones": [160, 180]})
+    payload = load_checkpoint(path)
+    assert payload["epoch"] == 3 and payload["recipe"]["name"] == "ce"
+    assert torch.equal(payload["model"]["weight"], model.weight)
+    restored = torch.optim.SGD(torch.nn.Linear(3, 2).parameters(), lr=0.1, momentum=0.9)
+    restored.load_state_dict(payload["optimizer"])
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temp file left behind
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = save_checkpoint(tmp_path / "c.pt", epoch=1)
+
+    def broken_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(path, epoch=2)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["c.pt"]
+
+
+class _Evil:
+    """Any class instance: loading it would need unpickling code, which weights_only refuses."""
+
+
+def test_pickled_objects_and_foreign_files_are_refused(tmp_path):
+    torch.save({"format": "bvkit-checkpoint-1", "obj": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(BvkitError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "other.pt")
+    with pytest.raises(BvkitError, match="not a bvkit checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(BvkitError, match="not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_split_accuracy_is_the_mean_of_class_accuracies_and_none_when_empty():
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    preds = np.array([0, 0, 0, 1, 1, 0, 0, 0])
+    acc = per_class_accuracy(preds, labels, 4)
+    np.testing.assert_allclose(acc[:3], [0.75, 0.5, 0.0])
+    assert np.isnan(acc[3])  # no test sample of class 3
+    splits = np.array(["many", "many", "few", "few"])
+    result = split_accuracy(acc, splits)
+    assert result["all"] == pytest.approx(1.25 / 3)
+    assert result["many"] == pytest.approx(0.625)
+    assert result["few"] == 0.0
+    assert result["medium"] is None
+
+
+def test_expert_usage_shares_per_split():
+    labels = np.array([0, 0, 1, 1])
+    used = np.array([1, 1, 3, 2])
+    usage = expert_usage_by_split(used, labels, np.array(["many", "few"]), 3)
+    assert usage["all"] == [0.5, 0.25, 0.25]
+    assert usage["many"] == [1.0, 0.0, 0.0]
+    assert usage["few"] == [0.0, 0.5, 0.5]
+    assert usage["medium"] is None

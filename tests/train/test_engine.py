@@ -1,0 +1,117 @@
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+
+from bvkit.train import engine as engine_module
+from bvkit.train import train, validation_split
+from bvkit.train.checkpoint import load_checkpoint
+
+CONSTANT_LR = {"schedule": "constant", "warmup_epochs": 0, "lr": 0.05}
+SINGLE_STAGE = ["ce", "focal", "cb-focal", "ldam", "ldam-drw", "balanced-softmax", "ride"]
+
+
+@pytest.mark.parametrize("method", SINGLE_STAGE)
+def test_each_method_lowers_its_training_loss(method, tiny_data):
+    # 5 epochs; DRW / RIDE's temperature switch (scaled: epoch 4 of 5) changes the loss itself,
+    # so compare the first epoch with the last one before the switch.
+    result = train(method, tiny_data, device="cpu", epochs=5, **TINY, **CONSTANT_LR)
+    losses = [row["loss"] for row in result.history]
+    assert len(losses) == 5 and all(np.isfinite(losses))
+    assert losses[3] < losses[0], losses
+
+
+def test_metrics_outputs_and_prediction_file(stage_one_dir, tiny_data):
+    metrics = json.loads((stage_one_dir / "metrics.json").read_text())
+    for key in ("method", "dataset", "seed", "epochs", "accuracy", "mflops", "seconds"):
+        assert key in metrics
+    assert metrics["method"] == "ce" and metrics["epochs"] == 2 and metrics["mflops"] > 0
+    assert set(metrics["accuracy"]) == {"all", "many", "medium", "few"}
+    with np.load(stage_one_dir / "predictions.npz") as npz:
+        n_test, n_classes = len(tiny_data.test.labels), len(tiny_data.class_names)
+        assert npz["logits"].shape == (1, n_test, n_classes)
+        np.testing.assert_array_equal(npz["labels"], tiny_data.test.labels)
+        np.testing.assert_array_equal(npz["train_counts"], tiny_data.counts)
+        assert list(npz["class_names"]) == list(tiny_data.class_names)
+        acc = (npz["logits"][0].argmax(1) == npz["labels"]).mean()
+    assert 0 <= acc <= 1
+    assert load_checkpoint(stage_one_dir / "checkpoint.pt")["epoch"] == 2
+
+
+def test_validation_split_is_disjoint_from_training_and_falls_back_to_the_lt_set(tiny_data):
+    train_idx, val_idx = validation_split(tiny_data, per_class=5, seed=0)
+    assert not set(train_idx) & set(val_idx)
+    assert len(val_idx) > 0
+
+    # a pool that is exactly the long-tailed set: no held-out image exists
+    no_spare = dataclasses.replace(tiny_data, pool=tiny_data.train,
+                                   train_indices=np.arange(len(tiny_data.train_indices)))
+    train_idx, val_idx = validation_split(no_spare, per_class=5, seed=0)
+    assert not set(train_idx) & set(val_idx) and len(train_idx) + len(val_idx) == len(no_spare.train_indices)
+    val_counts = np.bincount(no_spare.pool.labels[val_idx], minlength=10)
+    assert val_counts.max() <= 5 and (val_counts <= tiny_data.counts // 5).all() and val_counts[0] == 5
+
+
+@pytest.mark.parametrize("method, overrides", [("ce", {}), ("crt", {"crt.epochs": 2})])
+def test_resume_gives_the_same_result_as_an_uninterrupted_run(method, overrides, tiny_data, tmp_path, monkeypatch):
+    epochs = {"epochs": 2, **TINY, **overrides}
+    straight = train(method, tiny_data, out=tmp_path / "straight", device="cpu", seed=3, **epochs)
+
+    stop_epoch = 1 if method == "ce" else 3  # crt: stop inside the second stage
+    real_save = engine_module.save_checkpoint
+    saves = []
+
+    def save_then_stop(path, **content):
+        real_save(path, **content)
+        saves.append(content["epoch"])
+        if len(saves) == stop_epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine_module, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(method, tiny_data, out=tmp_path / "resumed", device="cpu", seed=3, **epochs)
+    monkeypatch.undo()
+    resumed = train(method, tiny_data, out=tmp_path / "resumed", device="cpu", seed=3, **epochs)
+
+    for key, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[key]), key
+    np.testing.assert_array_equal(straight.logits, resumed.logits)
+    assert straight.metrics["accuracy"] == resumed.metrics["accuracy"]
+    assert [row["loss"] for row in straight.history] == [row["loss"] for row in resumed.history]
+
+
+def test_same_seed_same_run_other_seed_other_run(tiny_data):
+    a = train("ce", tiny_data, device="cpu", epochs=1, seed=1, **TINY)
+    b = train("ce", tiny_data, device="cpu", epochs=1, seed=1, **TINY)
+    c = train("ce", tiny_data, device="cpu", epochs=1, seed=2, **TINY)
+    np.testing.assert_array_equal(a.logits, b.logits)
+    assert not np.array_equal(a.logits, c.logits)
+
+
+def test_a_different_run_in_the_same_out_dir_is_refused(stage_one_dir, tiny_data):
+    from bvkit.errors import BvkitError
+
+    with pytest.raises(BvkitError, match="different run"):
+        train("ce", tiny_data, out=stage_one_dir, device="cpu", epochs=3, **TINY)
+
+
+def test_progress_bar_shows_loss_accuracy_lr_and_speed_when_enabled(tiny_data, capsys):
+    train("ce", tiny_data, device="cpu", epochs=1, progress=True, **TINY)
+    err = capsys.readouterr().err
+    for field in ("stage1 1/1", "loss=", "acc=", "lr=", "img_s="):
+        assert field in err
+    train("ce", tiny_data, device="cpu", epochs=1, progress=False, **TINY)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("experts, loss_kwargs", [(2, {"base": "ce"}), (4, {"base": "focal", "diversity": "pairwise"})])
+def test_ride_takes_any_base_loss_expert_count_and_diversity_form(experts, loss_kwargs, tiny_data):
+    result = train("ride", tiny_data, device="cpu", epochs=4, drw_epoch=None, loss_kwargs=loss_kwargs,
+                   **{"model_kwargs.num_experts": experts}, **TINY, **CONSTANT_LR)
+    assert result.model.num_experts == experts
+    assert result.model.forward_experts(torch.zeros(2, 3, 32, 32))["expert_logits"].shape[0] == experts
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0], losses

@@ -1,29 +1,33 @@
 """Models: CIFAR ResNets, RIDE experts (fused) and router, ImageNet-size variants, FLOPs.
 
 ``create_model(name, num_classes, **kw)`` / ``list_models("ride*")`` over a timm-style registry.
+Names load on first use, so ``bvkit flops --help`` (and every other CLI start) needs no torch.
 """
 
-from bvkit.models import resnet_cifar, resnet_imagenet, ride  # noqa: F401  (registers models)
-from bvkit.models.flops import count_flops
-from bvkit.models.layers import CosineClassifier, ExpertCosineClassifier
-from bvkit.models.registry import create_model, list_models, register_model
-from bvkit.models.resnet_cifar import ResNetCifar
-from bvkit.models.resnet_imagenet import ResNetImageNet
-from bvkit.models.ride import RideNet, fused_state_dict, separate_state_dict
-from bvkit.models.router import ExpertRouter, RoutedRide
+import importlib
 
-__all__ = [
-    "CosineClassifier",
-    "ExpertCosineClassifier",
-    "ExpertRouter",
-    "ResNetCifar",
-    "ResNetImageNet",
-    "RideNet",
-    "RoutedRide",
-    "count_flops",
-    "create_model",
-    "fused_state_dict",
-    "list_models",
-    "register_model",
-    "separate_state_dict",
-]
+_EXPORTS = {
+    "CosineClassifier": "bvkit.models.layers",
+    "ExpertCosineClassifier": "bvkit.models.layers",
+    "ExpertRouter": "bvkit.models.router",
+    "ResNetCifar": "bvkit.models.resnet_cifar",
+    "ResNetImageNet": "bvkit.models.resnet_imagenet",
+    "RideNet": "bvkit.models.ride",
+    "RoutedRide": "bvkit.models.router",
+    "count_flops": "bvkit.models.flops",
+    "create_model": "bvkit.models.registry",
+    "fused_state_dict": "bvkit.models.ride",
+    "list_models": "bvkit.models.registry",
+    "register_model": "bvkit.models.registry",
+    "separate_state_dict": "bvkit.models.ride",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'bvkit.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,13 @@ class ModelEntry:
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
+# the built-in architectures register themselves when imported; loaded on the first look-up
+_BUILT_IN = ("bvkit.models.resnet_cifar", "bvkit.models.resnet_imagenet", "bvkit.models.ride")
+
+
+def _load_built_in() -> None:
+    for module in _BUILT_IN:
+        importlib.import_module(module)
 
 
 def register_model(name: str | None = None, *, tags: tuple[str, ...] = ()):
@@ -35,10 +43,12 @@ def register_model(name: str | None = None, *, tags: tuple[str, ...] = ()):
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching an fnmatch ``pattern`` (e.g. ``"ride*"``), sorted."""
+    _load_built_in()
     return sorted(name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern))
 
 
 def model_entry(name: str) -> ModelEntry:
+    _load_built_in()
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -51,7 +51,22 @@ def random_crop_flip_rotate(x: torch.Tensor, padding: int = 4, flip: bool = True
                             degrees: float = 0.0, generator=None) -> torch.Tensor:
     """Random crop with zero padding, then horizontal flip (p = 1/2), then rotation by an
     angle uniform in ``[-degrees, degrees]`` (nearest neighbour, zero fill, as torchvision's
-    ``RandomRotation`` default), all as one gather on the uint8 batch.
+    ``RandomRotation`` default), all as one gather on the uint8 batch."""
+    b = x.shape[0]
+    params = {}
+    if degrees:
+        params["angle"] = _draw(generator, x, "float", (b, 1, 1))
+    if flip:
+        params["flip"] = _draw(generator, x, "float", (b, 1, 1))
+    if padding:
+        params["rows"] = _draw(generator, x, "int", 0, 2 * padding + 1, (b, 1, 1))
+        params["cols"] = _draw(generator, x, "int", 0, 2 * padding + 1, (b, 1, 1))
+    return crop_flip_rotate_with(x, padding, degrees, params)
+
+
+def crop_flip_rotate_with(x: torch.Tensor, padding: int, degrees: float, params: dict) -> torch.Tensor:
+    """``random_crop_flip_rotate`` with its random draws given: uniform ``angle`` and ``flip``
+    draws (B, 1, 1), integer ``rows`` / ``cols`` crop offsets in ``[0, 2 * padding]``.
 
     Each output pixel's source pixel is computed by index arithmetic, so the cost is one
     pass over the batch whatever the combination; pixels from outside the image are 0.
@@ -60,8 +75,8 @@ def random_crop_flip_rotate(x: torch.Tensor, padding: int = 4, flip: bool = True
     rows = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
     cols = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
     inside = torch.ones(1, 1, 1, dtype=torch.bool, device=x.device)
-    if degrees:
-        angle = (_draw(generator, x, "float", (b, 1, 1)) * 2 - 1) * math.radians(degrees)
+    if "angle" in params:
+        angle = (params["angle"] * 2 - 1) * math.radians(degrees)
         cos, sin = torch.cos(angle), torch.sin(angle)
         cy, cx = (h - 1) / 2, (w - 1) / 2
         u, v = cols - cx, rows - cy
@@ -71,12 +86,11 @@ def random_crop_flip_rotate(x: torch.Tensor, padding: int = 4, flip: bool = True
         inside = (src_rows >= 0) & (src_rows < h) & (src_cols >= 0) & (src_cols < w)
     else:
         src_rows, src_cols = rows.expand(b, h, w), cols.expand(b, h, w)
-    if flip:
-        mirrored = _draw(generator, x, "float", (b, 1, 1)) < 0.5
-        src_cols = torch.where(mirrored, (w - 1) - src_cols, src_cols)
-    if padding:
-        src_rows = src_rows + (_draw(generator, x, "int", 0, 2 * padding + 1, (b, 1, 1)) - padding)
-        src_cols = src_cols + (_draw(generator, x, "int", 0, 2 * padding + 1, (b, 1, 1)) - padding)
+    if "flip" in params:
+        src_cols = torch.where(params["flip"] < 0.5, (w - 1) - src_cols, src_cols)
+    if "rows" in params:
+        src_rows = src_rows + (params["rows"] - padding)
+        src_cols = src_cols + (params["cols"] - padding)
     src_rows, src_cols = src_rows.long(), src_cols.long()
     inside = inside & (src_rows >= 0) & (src_rows < h) & (src_cols >= 0) & (src_cols < w)
     index = torch.where(inside, src_rows * w + src_cols, 0).view(b, 1, h * w).expand(b, c, h * w)

@@ -23,7 +23,6 @@ and ``torch.compile`` with ``compile=True``.
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -281,7 +280,7 @@ class EpochPlan:
 
 def packed_batch(plans: list[EpochPlan], b: int, augments) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch ``b`` of every run: inputs (B, K * C, H, W) normalised, targets (K, B)."""
-    from bvkit.data.loaders import normalize
+    from bvkit.data.loaders import crop_flip_rotate_with, normalize
 
     parts = [plan.batch(b) for plan in plans]
     x = torch.cat([p[0] for p in parts])  # (K * B, C, H, W) uint8
@@ -296,35 +295,6 @@ def packed_batch(plans: list[EpochPlan], b: int, augments) -> tuple[torch.Tensor
     k, (kb, c, h, w) = len(plans), x.shape
     x = x.view(k, kb // k, c, h, w).transpose(0, 1).reshape(kb // k, k * c, h, w)
     return x, y
-
-
-def crop_flip_rotate_with(x: torch.Tensor, padding: int, degrees: float, params: dict) -> torch.Tensor:
-    """``bvkit.data.loaders.random_crop_flip_rotate`` with its random draws given (``params``:
-    uniform ``angle`` and ``flip`` draws, integer ``rows`` / ``cols`` crop offsets)."""
-    b, c, h, w = x.shape
-    rows = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1)
-    cols = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w)
-    inside = torch.ones(1, 1, 1, dtype=torch.bool, device=x.device)
-    if "angle" in params:
-        angle = (params["angle"] * 2 - 1) * math.radians(degrees)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        cy, cx = (h - 1) / 2, (w - 1) / 2
-        u, v = cols - cx, rows - cy
-        src_cols = torch.round(cos * u - sin * v + cx)
-        src_rows = torch.round(sin * u + cos * v + cy)
-        inside = (src_rows >= 0) & (src_rows < h) & (src_cols >= 0) & (src_cols < w)
-    else:
-        src_rows, src_cols = rows.expand(b, h, w), cols.expand(b, h, w)
-    if "flip" in params:
-        src_cols = torch.where(params["flip"] < 0.5, (w - 1) - src_cols, src_cols)
-    if "rows" in params:
-        src_rows = src_rows + (params["rows"] - padding)
-        src_cols = src_cols + (params["cols"] - padding)
-    src_rows, src_cols = src_rows.long(), src_cols.long()
-    inside = inside & (src_rows >= 0) & (src_rows < h) & (src_cols >= 0) & (src_cols < w)
-    index = torch.where(inside, src_rows * w + src_cols, 0).view(b, 1, h * w).expand(b, c, h * w)
-    out = x.reshape(b, c, h * w).gather(2, index)
-    return out.masked_fill_(~inside.view(b, 1, h * w), 0).view(b, c, h, w)
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ import torch
 from bvkit.data import sample_subsets
 from bvkit.errors import BvkitError
 from bvkit.train import train
-from bvkit.train.packed import PackMember, crop_flip_rotate_with, packable, train_packed
+from bvkit.train.packed import PackMember, packable, train_packed
 
 TINY = {"model_kwargs.width": 4, "model_kwargs.blocks": 1, "batch_size": 64, "val_per_class": 5}
 SEEDS = (3, 4, 5)
@@ -113,4 +113,3 @@ def test_drawn_up_front_augmentation_equals_the_loader(rotation):
             for k in range(2):
                 torch.testing.assert_close(inputs[:, 3 * k:3 * k + 3], expected[k][b][0], rtol=0, atol=0)
                 torch.testing.assert_close(targets[k], expected[k][b][1])
-    assert crop_flip_rotate_with is not None

@@ -85,6 +85,20 @@ def block_terms(
     return terms
 
 
+def _scores_argmax(block, kind, limit, eps):
+    """Turn a probs block into clipped log-probabilities in place (logits stay as they are),
+    check it is finite, and return the argmax ``yhat (D, n)`` with its top score ``(D, n, 1)``."""
+    if kind == "probs":
+        _check_probs(block)
+        np.maximum(block, np.float32(eps), out=block)
+        np.log(block, out=block)
+    yhat = block.argmax(axis=2)
+    top = np.take_along_axis(block, yhat[:, :, None], axis=2)
+    if not (np.all(top < limit) and block.min() > -limit):
+        raise BvkitError(f"{kind} contain NaN or inf")
+    return yhat, top
+
+
 def softmax_stats(block, labels, kind, limit=np.inf, eps=PROBS_EPSILON, squared=True,
                   cross_entropy=True):
     """Argmax predictions and the per-model sufficient statistics of a float32 block.
@@ -95,15 +109,7 @@ def softmax_stats(block, labels, kind, limit=np.inf, eps=PROBS_EPSILON, squared=
     """
     n_models, n, _ = block.shape
     rows = np.arange(n)
-    if kind == "probs":
-        _check_probs(block)
-        np.maximum(block, np.float32(eps), out=block)
-        np.log(block, out=block)
-    yhat = block.argmax(axis=2)
-    top = np.take_along_axis(block, yhat[:, :, None], axis=2)
-    low = block.min()
-    if not (np.all(top < limit) and low > -limit):
-        raise BvkitError(f"{kind} contain NaN or inf")
+    yhat, top = _scores_argmax(block, kind, limit, eps)
     stats = {}
     if not (squared or cross_entropy):
         return yhat, stats
@@ -313,14 +319,7 @@ def weighted_block_terms(block, labels, weights, losses=LOSSES, kind="logits",
     weights = np.asarray(weights, dtype=np.float64)
     n_models, n, n_classes = block.shape
     rows = np.arange(n)
-    if kind == "probs":
-        _check_probs(block)
-        np.maximum(block, np.float32(eps), out=block)
-        np.log(block, out=block)
-    yhat = block.argmax(axis=2)
-    top = np.take_along_axis(block, yhat[:, :, None], axis=2)
-    if not (np.all(top < limit) and block.min() > -limit):
-        raise BvkitError(f"{kind} contain NaN or inf")
+    yhat, top = _scores_argmax(block, kind, limit, eps)
     block -= top
     log_norm = np.log(np.exp(block).sum(axis=2))
     block -= log_norm[:, :, None]  # log-probabilities

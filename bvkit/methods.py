@@ -65,6 +65,8 @@ class Recipe:
     val_per_class: int = 50
     teacher: str | None = None
     stages: tuple = ()
+    procedure: str | None = None  # a stage-one procedure of bvkit.train.procedures (BBN, OLTR, ...)
+    procedure_kwargs: dict = field(default_factory=dict)
 
     @property
     def is_ride(self) -> bool:
@@ -204,6 +206,8 @@ def _check(recipe: Recipe) -> None:
             raise BvkitError(f"unknown stage {stage.kind!r} (known: {', '.join(STAGE_KINDS)})")
         if stage.epochs < 0 or stage.batch_size < 1 or not stage.lr > 0:
             raise BvkitError(f"stage {stage.kind}: epochs >= 0, batch_size >= 1 and lr > 0 needed")
+    if recipe.procedure is not None and (recipe.stages or recipe.teacher is not None):
+        raise BvkitError(f"method {recipe.name!r}: a procedure recipe takes no second stage or teacher")
     experts = recipe.model_kwargs.get("num_experts")
     if experts is not None:
         if not recipe.is_ride:
@@ -260,3 +264,10 @@ for _recipe in (
     ),
 ):
     register_method(_recipe)
+
+# The RIDE paper's other baselines, each trained by its own stage-one procedure
+# (bvkit/train/procedures/<name>.py).
+# --- bbn ---
+# --- oltr ---
+# --- lfme ---
+# --- m2m ---

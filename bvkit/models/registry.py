@@ -20,7 +20,8 @@ class ModelEntry:
 
 _REGISTRY: dict[str, ModelEntry] = {}
 # the built-in architectures register themselves when imported; loaded on the first look-up
-_BUILT_IN = ("bvkit.models.resnet_cifar", "bvkit.models.resnet_imagenet", "bvkit.models.ride")
+_BUILT_IN = ("bvkit.models.resnet_cifar", "bvkit.models.resnet_imagenet", "bvkit.models.ride",
+             "bvkit.models.bbn", "bvkit.models.oltr")
 
 
 def _load_built_in() -> None:

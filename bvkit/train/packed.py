@@ -67,7 +67,7 @@ class PackedRunResult:
 
 def packable(recipe: Recipe) -> bool:
     """Recipes the packed engine trains: one stage, no teacher, a CIFAR ResNet or RIDE ResNet-32."""
-    return not recipe.stages and recipe.teacher is None and (
+    return not recipe.stages and recipe.teacher is None and recipe.procedure is None and (
         recipe.model in ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "resnet32-ldam", "ride-resnet32"))
 
 

@@ -120,34 +120,43 @@ def train(
         extra_stage_one = {"stage_one": str(stage_one)}
         if source_recipe and (source_recipe["model"], source_recipe["model_kwargs"]) != (recipe.model, recipe.model_kwargs):
             recipe = apply_overrides(recipe, {"model": source_recipe["model"], "model_kwargs": source_recipe["model_kwargs"]})
-    model = build_model(recipe, num_classes, in_channels, seed, device)
-    if payload is not None and payload["stage"] > 0:
-        stage_one_state = payload["stage_one_model"]
-    if stage_one_state is not None:
-        _load_state(model, stage_one_state, "stage-one model")
+    extra_metrics: dict = {}
+    if recipe.procedure is not None:
+        if stage_one is not None:
+            raise BvkitError(f"method {recipe.name} trains its own stages; it takes no stage-one checkpoint")
+        model = _run_procedure(recipe, data, train_idx, val_idx, train_set, val_set, train_counts, augment,
+                               normalizer, num_classes, in_channels, seed, device, ctx, payload, out, progress,
+                               base_extra, extra_metrics)
     else:
-        loss = build_loss(recipe, train_counts, device)
-        teacher = load_teacher(recipe, device)
-        trained = ddp.wrap(ExpertsForward(model) if recipe.is_ride else model)
-        forward = trained if teacher is None else _with_teacher(trained, teacher)
-        optimizer = make_optimizer(list(model.parameters()) + list(loss.parameters()), recipe.lr,
-                                   recipe.momentum, recipe.nesterov, recipe.weight_decay)
-        loader = make_loader(train_set, recipe.batch_size, recipe.balanced, augment, derive_seed(seed, 0))
-        phase = Phase("stage1", 0, model, forward, loss, optimizer, loader,
-                      recipe_schedule(recipe, len(loader)), recipe.lr, set_modes=model.train)
-        start = 0
-        if payload is not None and payload["stage"] == 0:
-            _load_state(model, payload["model"], "checkpoint model")
-            optimizer.load_state_dict(payload["optimizer"])
-            loss.load_state_dict(payload["loss"])
-            start = payload["epoch"]
-        ctx.validate = lambda: evaluate_accuracy(model, val_set, normalizer, device, num_classes)
-        ctx.checkpoint_extra = {**base_extra, "stage_epochs": recipe.epochs}
-        run_phase(phase, recipe.epochs, ctx, start_epoch=start)
-        stage_one_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model = build_model(recipe, num_classes, in_channels, seed, device)
+        if payload is not None and payload["stage"] > 0:
+            stage_one_state = payload["stage_one_model"]
+        if stage_one_state is not None:
+            _load_state(model, stage_one_state, "stage-one model")
+        else:
+            loss = build_loss(recipe, train_counts, device)
+            teacher = load_teacher(recipe, device)
+            trained = ddp.wrap(ExpertsForward(model) if recipe.is_ride else model)
+            forward = trained if teacher is None else _with_teacher(trained, teacher)
+            optimizer = make_optimizer(list(model.parameters()) + list(loss.parameters()), recipe.lr,
+                                       recipe.momentum, recipe.nesterov, recipe.weight_decay)
+            loader = make_loader(train_set, recipe.batch_size, recipe.balanced, augment, derive_seed(seed, 0))
+            phase = Phase("stage1", 0, model, forward, loss, optimizer, loader,
+                          recipe_schedule(recipe, len(loader)), recipe.lr, set_modes=model.train)
+            start = 0
+            if payload is not None and payload["stage"] == 0:
+                _load_state(model, payload["model"], "checkpoint model")
+                optimizer.load_state_dict(payload["optimizer"])
+                loss.load_state_dict(payload["loss"])
+                start = payload["epoch"]
+            ctx.validate = lambda: evaluate_accuracy(model, val_set, normalizer, device, num_classes)
+            ctx.checkpoint_extra = {**base_extra, "stage_epochs": recipe.epochs}
+            run_phase(phase, recipe.epochs, ctx, start_epoch=start)
+            stage_one_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     # ---- second stages --------------------------------------------------------------------
-    extra_metrics: dict = extra_stage_one if stage_one is not None else {}
+    if stage_one is not None:
+        extra_metrics.update(extra_stage_one)
     routed = None
     for index, stage in enumerate(recipe.stages, start=1):
         resume_here = payload if payload is not None and payload["stage"] == index else None
@@ -191,6 +200,19 @@ def train(
         write_outputs(out, metrics, labels, logits, counts, data.class_names, ctx.history)
     ddp.barrier()
     return TrainResult(recipe, model, metrics, logits, labels, ctx.history, out)
+
+
+def _run_procedure(recipe, data, train_idx, val_idx, train_set, val_set, train_counts, augment, normalizer,
+                   num_classes, in_channels, seed, device, ctx, payload, out, progress, base_extra, extra_metrics):
+    """Stage one by the recipe's procedure (``bvkit.train.procedures``); returns its model."""
+    from bvkit.train.procedures import ProcedureEnv, get_procedure
+
+    env = ProcedureEnv(recipe, data, train_idx, val_idx, train_set, val_set, train_counts, augment, normalizer,
+                       num_classes, in_channels, seed, device, ctx, payload, out, progress)
+    ctx.checkpoint_extra = {**base_extra, "stage_epochs": recipe.epochs}
+    model = get_procedure(recipe.procedure)(env)
+    extra_metrics.update(env.metrics)
+    return model
 
 
 def evaluate_run(model, routed, test_set: Tensors, val_set: Tensors, normalizer, device, counts):

@@ -1,0 +1,1 @@
+"""BBN: the bilateral-branch ResNet (filled in by the BBN work)."""

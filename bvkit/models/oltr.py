@@ -1,0 +1,1 @@
+"""OLTR: modulated attention and the dynamic meta-embedding (filled in by the OLTR work)."""

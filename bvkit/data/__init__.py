@@ -43,7 +43,7 @@ from bvkit.data.subsets import (
 
 _LOADERS = (
     "Augment", "BalancedSampler", "DeviceLoader", "FileListDataset", "IMAGENET_MEAN",
-    "IMAGENET_STD", "balanced_indices", "epoch_generator", "file_list_loader",
+    "IMAGENET_STD", "balanced_indices", "epoch_generator", "EpochPlan", "file_list_loader",
     "imagenet_transform", "normalize", "random_crop", "random_crop_flip_rotate",
     "to_device",
 )
@@ -59,6 +59,7 @@ __all__ = [
     "Augment",
     "BalancedSampler",
     "DeviceLoader",
+    "EpochPlan",
     "FileList",
     "FileListDataset",
     "ImageSet",

@@ -188,18 +188,59 @@ class DeviceLoader:
             return torch.randperm(n, generator=generator)
         return torch.arange(n)
 
+    def plan(self, epoch: int | None = None) -> "EpochPlan":
+        """Epoch ``epoch``'s order and augmentation parameters, drawn up front (default: the
+        current epoch)."""
+        return EpochPlan(self, self.epoch if epoch is None else epoch)
+
     def __iter__(self):
-        generator = epoch_generator(self.seed, self.epoch)
+        plan = self.plan()
         self.epoch += 1
-        order = self.epoch_indices(generator).to(self.x.device)
         for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            batch = self.x[idx]
-            if self.augment is not None:
-                inputs = self.augment(batch, generator)
-            else:
-                inputs = normalize(batch, self.mean, self.std)
-            yield inputs, self.y[idx]
+            batch, targets, params = plan.batch(b)
+            if self.augment is None:
+                yield normalize(batch, self.mean, self.std), targets
+                continue
+            if params:
+                batch = crop_flip_rotate_with(batch, self.augment.crop_padding, self.augment.rotation, params)
+            yield normalize(batch, self.augment.mean, self.augment.std), targets
+
+
+class EpochPlan:
+    """One epoch of a :class:`DeviceLoader`, drawn before its first batch: the sample order and
+    every batch's augmentation parameters, from the epoch generator in batch order (per batch:
+    angle, flip, rows, cols, as ``random_crop_flip_rotate`` draws them), moved to the device in
+    one transfer each, so iterating the epoch costs no host-device round trip."""
+
+    def __init__(self, loader: DeviceLoader, epoch: int):
+        generator = epoch_generator(loader.seed, epoch)
+        self.loader, self.n_batches = loader, len(loader)
+        size = loader.batch_size
+        used = loader.epoch_indices(generator)[: self.n_batches * size]
+        self.order = used.to(loader.x.device)
+        self.params: dict[str, torch.Tensor] = {}
+        augment = loader.augment
+        if augment is None or not (augment.crop_padding or augment.flip or augment.rotation):
+            return
+        draws: dict[str, list] = {"angle": [], "flip": [], "rows": [], "cols": []}
+        for b in range(self.n_batches):
+            n = len(used[b * size:(b + 1) * size])
+            if augment.rotation:
+                draws["angle"].append(torch.rand((n, 1, 1), generator=generator))
+            if augment.flip:
+                draws["flip"].append(torch.rand((n, 1, 1), generator=generator))
+            if augment.crop_padding:
+                span = 2 * augment.crop_padding + 1
+                draws["rows"].append(torch.randint(0, span, (n, 1, 1), generator=generator))
+                draws["cols"].append(torch.randint(0, span, (n, 1, 1), generator=generator))
+        self.params = {key: torch.cat(values).to(loader.x.device) for key, values in draws.items() if values}
+
+    def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Batch ``b``: uint8 images, targets and its augmentation parameters."""
+        size = self.loader.batch_size
+        idx = self.order[b * size:(b + 1) * size]
+        params = {key: value[b * size:(b + 1) * size] for key, value in self.params.items()}
+        return self.loader.x[idx], self.loader.y[idx], params
 
 
 # ---------------------------------------------------------------- file lists (ImageNet-LT, iNat)

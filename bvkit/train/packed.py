@@ -155,7 +155,7 @@ def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log,
             if hasattr(loss, "set_epoch"):
                 loss.set_epoch(epoch)
         packed.train()
-        plans = [EpochPlan(loader, epoch, device) for loader in loaders]
+        plans = [loader.plan(epoch) for loader in loaders]
         total_loss = torch.zeros(k_models, device=device)
         total_correct = torch.zeros(k_models, device=device, dtype=torch.long)
         seen = 0
@@ -240,45 +240,7 @@ def _finish_member(recipe, packed, k, model, split, val_set, normalizer, history
     return PackedRunResult(metrics, model, history, out)
 
 
-class EpochPlan:
-    """One run's epoch, drawn up front: the sample order and every batch's augmentation
-    parameters, drawn from the run's epoch generator in ``DeviceLoader`` + ``Augment``'s order
-    (so the batches are exactly the ones that loader would give), then moved to the device."""
-
-    def __init__(self, loader, epoch: int, device: torch.device):
-        from bvkit.data.loaders import epoch_generator
-
-        generator = epoch_generator(loader.seed, epoch)
-        self.loader, self.n_batches = loader, len(loader)
-        order = loader.epoch_indices(generator)
-        augment = loader.augment
-        used = order[: self.n_batches * loader.batch_size]
-        self.order = used.to(device)
-        self.params: dict[str, torch.Tensor] = {}
-        if augment is None or not (augment.crop_padding or augment.flip or augment.rotation):
-            return
-        draws: dict[str, list] = {"angle": [], "flip": [], "rows": [], "cols": []}
-        size = loader.batch_size
-        for b in range(self.n_batches):
-            n = len(used[b * size:(b + 1) * size])
-            if augment.rotation:
-                draws["angle"].append(torch.rand((n, 1, 1), generator=generator))
-            if augment.flip:
-                draws["flip"].append(torch.rand((n, 1, 1), generator=generator))
-            if augment.crop_padding:
-                span = 2 * augment.crop_padding + 1
-                draws["rows"].append(torch.randint(0, span, (n, 1, 1), generator=generator))
-                draws["cols"].append(torch.randint(0, span, (n, 1, 1), generator=generator))
-        self.params = {key: torch.cat(values).to(device) for key, values in draws.items() if values}
-
-    def batch(self, b: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        size = self.loader.batch_size
-        idx = self.order[b * size:(b + 1) * size]
-        params = {key: value[b * size:(b + 1) * size] for key, value in self.params.items()}
-        return self.loader.x[idx], self.loader.y[idx], params
-
-
-def packed_batch(plans: list[EpochPlan], b: int, augments) -> tuple[torch.Tensor, torch.Tensor]:
+def packed_batch(plans: list, b: int, augments) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch ``b`` of every run: inputs (B, K * C, H, W) normalised, targets (K, B)."""
     from bvkit.data.loaders import crop_flip_rotate_with, normalize
 

@@ -127,6 +127,26 @@ def test_device_loader_epochs():
     assert torch.equal(plain[0][0], normalize(x)) and torch.equal(plain[0][1], y)
 
 
+def test_epoch_plan_gives_the_batches_of_per_batch_augmentation():
+    """The loader draws an epoch's order and augmentation up front; the batches must be the
+    ones drawing per batch from the same epoch generator gives (same order of draws)."""
+    from bvkit.data import epoch_generator
+
+    x = torch.randint(0, 256, (20, 3, 8, 8), dtype=torch.uint8)
+    y = torch.arange(20) % 4
+    augment = Augment(crop_padding=2, flip=True, rotation=10.0)
+    loader = DeviceLoader(x, y, 6, augment=augment, seed=3)
+    loader.set_epoch(2)
+    batches = list(loader)
+    generator = epoch_generator(3, 2)
+    order = torch.randperm(20, generator=generator)
+    assert [len(t) for _, t in batches] == [6, 6, 6, 2]
+    for b, (inputs, targets) in enumerate(batches):
+        idx = order[b * 6:(b + 1) * 6]
+        assert torch.equal(targets, y[idx])
+        assert torch.equal(inputs, augment(x[idx], generator))
+
+
 def test_balanced_sampling_is_roughly_uniform(synthetic_lt):
     y = torch.from_numpy(synthetic_lt.train.labels)
     idx = balanced_indices(y, 20000, torch.Generator().manual_seed(0))

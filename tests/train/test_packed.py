@@ -96,7 +96,7 @@ def test_unpackable_recipes_are_refused(lt_data):
 @pytest.mark.parametrize("rotation", [0.0, 15.0])
 def test_drawn_up_front_augmentation_equals_the_loader(rotation):
     from bvkit.data import Augment, DeviceLoader
-    from bvkit.train.packed import EpochPlan, packed_batch
+    from bvkit.train.packed import packed_batch
 
     gen = torch.Generator().manual_seed(0)
     xs = [torch.randint(0, 256, (37, 3, 8, 8), dtype=torch.uint8, generator=gen) for _ in range(2)]
@@ -107,7 +107,7 @@ def test_drawn_up_front_augmentation_equals_the_loader(rotation):
         for loader in loaders:
             loader.set_epoch(epoch)
         expected = [list(loader) for loader in loaders]
-        plans = [EpochPlan(loader, epoch, torch.device("cpu")) for loader in loaders]
+        plans = [loader.plan(epoch) for loader in loaders]
         for b in range(len(loaders[0])):
             inputs, targets = packed_batch(plans, b, [augment, augment])
             for k in range(2):

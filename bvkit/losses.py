@@ -115,6 +115,10 @@ class LongTailLoss(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def graph_key(self) -> bool:
+        """What of the epoch changes the computation (a captured CUDA graph is redone on change)."""
+        return self.reweighting
+
     @property
     def reweighting(self) -> bool:
         return self.reweight == "cb" or (self.reweight == "drw" and self.epoch >= self.drw_epoch)
@@ -254,6 +258,9 @@ class RIDELoss(nn.Module):
         self.epoch = int(epoch)
         self.base.set_epoch(epoch)
 
+    def graph_key(self) -> tuple:
+        return (torch.is_tensor(self.temperature), self.base.graph_key())
+
     @property
     def temperature(self) -> torch.Tensor | float:
         """Per-class temperature vector once distribution-aware, else the scalar alpha."""
@@ -338,11 +345,14 @@ class RoutingLoss(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         """No epoch dependence."""
 
+    def graph_key(self) -> None:
+        return None
+
     def forward(self, output: dict, target: torch.Tensor) -> torch.Tensor:
         eta = output["routing_logits"]
         labels = routing_labels(output["expert_logits"].detach(), target).to(eta.dtype)
         per_entry = F.binary_cross_entropy_with_logits(
-            eta, labels, pos_weight=eta.new_tensor(self.pos_weight / self.neg_weight), reduction="none"
+            eta, labels, pos_weight=eta.new_full((), self.pos_weight / self.neg_weight), reduction="none"
         )
         return self.neg_weight * per_entry.mean()
 

@@ -28,7 +28,7 @@ def header(args, torch) -> str:
         f"# load average at start: {' '.join(f'{v:.2f}' for v in os.getloadavg())}",
         f"# each number: 1 run of {args.steps} timed steps after {args.warmup} warm-up steps, batch {args.batch_size} per model"
         + ("; bf16 autocast, channels_last" if args.device.startswith("cuda") else "; fp32")
-        + ("; torch.compile" if args.compile else ""),
+        + ("; torch.compile" if args.compile else "") + ("; CUDA graphs" if args.graphs else ""),
     ]
     return "\n".join(lines)
 
@@ -38,7 +38,9 @@ def bench_one(arch: str, k: int, single: bool, args, torch):
     from bvkit.models import create_model
     from bvkit.models.packed import pack_models
     from bvkit.train.engine import autocast, prepare_batch
-    from bvkit.train.packed import crop_flip_rotate_with
+    from bvkit.train.graphs import GraphedStep
+    from bvkit.data.loaders import crop_flip_rotate_with
+    from bvkit.train.packed import PackLoss
 
     device = torch.device(args.device)
     name, kwargs = ("resnet32", {}) if arch == "resnet32" else ("ride-resnet32", {"num_experts": 3})
@@ -56,6 +58,10 @@ def bench_one(arch: str, k: int, single: bool, args, torch):
     data = torch.randint(0, 256, (4096, 3, 32, 32), dtype=torch.uint8, device=device)
     labels = torch.randint(0, 10, (4096,), device=device)
     forward = torch.compile(net) if args.compile and device.type == "cuda" else net
+    if single and arch != "resnet32":
+        forward = net.forward_experts
+    loss = loss_fn if single else PackLoss(net, [loss_fn] * k)
+    graphed = GraphedStep(forward, loss, optimizer, device) if args.graphs and device.type == "cuda" else None
     mean = torch.tensor([0.49, 0.48, 0.45], device=device).view(1, 3, 1, 1)
     gen = torch.Generator(device=device).manual_seed(0)
 
@@ -68,15 +74,14 @@ def bench_one(arch: str, k: int, single: bool, args, torch):
         y = labels[idx].view(k, b)
         x = x.view(k, b, 3, 32, 32).transpose(0, 1).reshape(b, k * 3, 32, 32)
         x = prepare_batch(x, device)
+        y = y[0] if single else y
+        if graphed is not None:
+            graphed(x, y, 0.05)
+            return
         with autocast(device):
-            if single:
-                out = net.forward_experts(x) if arch != "resnet32" else forward(x)
-                loss = loss_fn(out, y[0])
-            else:
-                out = forward(x)
-                loss = sum(loss_fn(net.model_output(out, i), y[i]) for i in range(k))
+            total = loss(forward(x), y).sum()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        total.backward()
         optimizer.step()
 
     for _ in range(args.warmup):
@@ -123,6 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="torch.compile the packed model (CUDA only)")
+    parser.add_argument("--graphs", action="store_true", help="CUDA: replay each step from a CUDA graph")
     parser.add_argument("--full-run", action="store_true", help="CUDA: time one full 200-epoch RIDE-3 run")
     parser.add_argument("--study", action="store_true", help="CUDA: time a D = 10 CE study")
     parser.add_argument("--out", default=None, help="also write the table here")

@@ -37,6 +37,8 @@ def register(subparsers) -> None:
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="progress bar (auto: only when stderr is a terminal)")
+    parser.add_argument("--no-cuda-graphs", action="store_true",
+                        help="on CUDA, launch every step's kernels from Python instead of replaying a graph")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (1 avoids stalls on a busy machine)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per epoch on stderr")
     parser.add_argument("--out", required=True, help="output directory")
@@ -115,6 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
         resume=not args.no_resume,
         progress=progress,
         log=_stderr_line if args.verbose else None,
+        cuda_graphs=not args.no_cuda_graphs,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_summary(result.metrics))

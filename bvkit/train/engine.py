@@ -104,12 +104,14 @@ class LoopContext:
     checkpoint_extra: dict = field(default_factory=dict)
     validate: Callable[[], float | None] | None = None
     log: Callable[[str], None] | None = None
+    cuda_graphs: bool = True  # replay each full batch's step from a CUDA graph where possible
 
 
 def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0) -> None:
     """Train ``phase`` from ``start_epoch`` to ``epochs``, checkpointing after every epoch."""
     device = ctx.device
     step = start_epoch * len(phase.loader)
+    graphed = _graphed_step(phase, ctx)
     for epoch in range(start_epoch, epochs):
         phase.loader.set_epoch(epoch)
         if hasattr(phase.loss, "set_epoch"):
@@ -122,17 +124,20 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
         bar = progress_bar(len(phase.loader), f"{phase.name} {epoch + 1}/{epochs}", ctx.progress)
         for i, (inputs, targets) in enumerate(phase.loader):
             lr = phase.base_lr * phase.schedule.factor(step)
-            for group in phase.optimizer.param_groups:
-                group["lr"] = lr
             inputs = prepare_batch(inputs, device)
             if phase.shard and ddp.active():
                 inputs, targets = ddp.shard(inputs, targets)
-            with autocast(device):
-                output = phase.forward(inputs)
-                loss = phase.loss(output, targets)
-            phase.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            phase.optimizer.step()
+            if graphed is not None:
+                loss, output = graphed(inputs, targets, lr)
+            else:
+                for group in phase.optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(device):
+                    output = phase.forward(inputs)
+                    loss = phase.loss(output, targets)
+                phase.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                phase.optimizer.step()
             step += 1
             total_loss += loss.detach().float() * len(targets)
             if phase.count_correct:
@@ -146,6 +151,8 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
                 bar.set_postfix(postfix)
             bar.update(1)
         bar.close()
+        if device.type == "cuda":  # the GPU may still be running queued steps: count them here
+            torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - started
         if phase.shard and ddp.active():  # report the whole global batch, not this rank's slice
             total_loss, total_correct, seen = ddp.sum_over_ranks(total_loss, total_correct, seen)
@@ -169,12 +176,33 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
                 stage_name=phase.name,
                 epoch=epoch + 1,
                 model=ddp.unwrap(phase.model).state_dict(),
-                optimizer=phase.optimizer.state_dict(),
+                optimizer=graphed.optimizer_state() if graphed is not None else phase.optimizer.state_dict(),
                 loss=phase.loss.state_dict(),
                 rng=rng_state(device),
                 history=json.dumps(ctx.history),
                 **ctx.checkpoint_extra,
             )
+
+
+    if graphed is not None:
+        graphed.restore()
+
+
+def _graphed_step(phase: Phase, ctx: LoopContext):
+    """A :class:`bvkit.train.graphs.GraphedStep` for ``phase`` when CUDA graphs apply, else None."""
+    if ctx.device.type != "cuda":
+        return None
+    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
+    if not ctx.cuda_graphs:
+        return None
+    from bvkit.train.graphs import GraphedStep, reason_not_graphable
+
+    reason = reason_not_graphable(phase.loss, phase.optimizer, ctx.device)
+    if reason is not None:
+        if ctx.log is not None and ddp.is_main():
+            ctx.log(f"{phase.name}: no CUDA graph ({reason})")
+        return None
+    return GraphedStep(phase.forward, phase.loss, phase.optimizer, ctx.device, log=ctx.log)
 
 
 def format_record(record: EpochRecord, epochs: int) -> str:

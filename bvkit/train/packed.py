@@ -147,13 +147,13 @@ def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log,
                for ts, aug, m in zip(train_sets, augments, members)]
     schedule = recipe_schedule(recipe, len(loaders[0]))
     forward = torch.compile(packed) if compile and device.type == "cuda" else packed
+    pack_loss = PackLoss(packed, losses)
+    graphed = _graphed_step(forward, pack_loss, optimizer, device, log) if not compile else None
     histories: list[list] = [[] for _ in members]
     normalizers = [_normalizer(aug) for aug in augments]
     step = 0
     for epoch in range(recipe.epochs):
-        for loss in losses:
-            if hasattr(loss, "set_epoch"):
-                loss.set_epoch(epoch)
+        pack_loss.set_epoch(epoch)
         packed.train()
         plans = [loader.plan(epoch) for loader in loaders]
         total_loss = torch.zeros(k_models, device=device)
@@ -163,18 +163,19 @@ def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log,
         bar = progress_bar(len(loaders[0]), f"stage1 x{k_models} {epoch + 1}/{recipe.epochs}", progress)
         for b in range(len(loaders[0])):
             lr = recipe.lr * schedule.factor(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             inputs, targets = packed_batch(plans, b, augments)
             inputs = prepare_batch(inputs, device)
-            with autocast(device):
-                output = forward(inputs)
-                per_model = torch.stack([losses[k](packed.model_output(output, k), targets[k])
-                                         for k in range(k_models)])
-                loss = per_model.sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            if graphed is not None:
+                per_model, output = graphed(inputs, targets, lr)
+            else:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(device):
+                    output = forward(inputs)
+                    per_model = pack_loss(output, targets)
+                optimizer.zero_grad(set_to_none=True)
+                per_model.sum().backward()
+                optimizer.step()
             step += 1
             logits = output if torch.is_tensor(output) else output["logits"]
             total_loss += per_model.detach().float() * targets.shape[1]
@@ -182,6 +183,8 @@ def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log,
             seen += targets.shape[1]
             bar.update(1)
         bar.close()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - epoch_started
         val_accuracy = packed_accuracy(packed, val_sets, normalizers, device, num_classes)
         mean_loss = (total_loss / max(seen, 1)).tolist()
@@ -192,10 +195,47 @@ def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log,
             histories[k].append(record.__dict__)
         if log is not None:
             log(f"[pack of {k_models}] " + format_record(record, recipe.epochs))
+    if graphed is not None:
+        graphed.restore()
     pack_seconds = time.perf_counter() - started
     return [_finish_member(recipe, packed, k, models[k], splits[k], val_sets[k], normalizers[k], histories[k],
                            members[k], device, pack_seconds, k_models, imbalance)
             for k in range(k_models)]
+
+
+class PackLoss(torch.nn.Module):
+    """Every packed run's own loss on its own logits and targets: (K,) per-model losses."""
+
+    def __init__(self, packed, losses):
+        super().__init__()
+        self.packed = packed
+        self.losses = torch.nn.ModuleList(losses)
+
+    def set_epoch(self, epoch: int) -> None:
+        for loss in self.losses:
+            if hasattr(loss, "set_epoch"):
+                loss.set_epoch(epoch)
+
+    def graph_key(self) -> tuple:
+        return tuple(loss.graph_key() if hasattr(loss, "graph_key") else None for loss in self.losses)
+
+    def forward(self, output, targets):
+        return torch.stack([loss(self.packed.model_output(output, k), targets[k])
+                            for k, loss in enumerate(self.losses)])
+
+
+def _graphed_step(forward, loss, optimizer, device, log):
+    if device.type != "cuda":
+        return None
+    from bvkit.train.graphs import GraphedStep, reason_not_graphable
+
+    torch.backends.cudnn.benchmark = True
+    reason = reason_not_graphable(loss, optimizer, device)
+    if reason is not None:
+        if log is not None:
+            log(f"packed runs: no CUDA graph ({reason})")
+        return None
+    return GraphedStep(forward, loss, optimizer, device, log=log)
 
 
 def _finish_member(recipe, packed, k, model, split, val_set, normalizer, history, member, device,

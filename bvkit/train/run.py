@@ -72,6 +72,7 @@ def train(
     resume: bool = True,
     progress: bool | None = None,
     log=None,
+    cuda_graphs: bool = True,
     **overrides: Any,
 ) -> TrainResult:
     """Train ``method`` on ``dataset`` (a name for ``make_long_tailed`` or a ``LongTailed``).
@@ -79,7 +80,8 @@ def train(
     ``overrides`` are recipe settings (see ``bvkit.methods.create_method``). With ``out``, a
     checkpoint is written after every epoch and a rerun resumes from it; ``stage_one`` skips
     stage one and loads its model from a bvkit checkpoint (decoupled methods, ride-ea).
-    ``log`` (e.g. ``print``) receives one line per epoch.
+    ``log`` (e.g. ``print``) receives one line per epoch. On CUDA each full batch's step is
+    replayed from a CUDA graph (``bvkit.train.graphs``) unless ``cuda_graphs=False``.
     """
     started = time.perf_counter()
     recipe = apply_overrides(method, overrides) if isinstance(method, Recipe) else create_method(method, **overrides)
@@ -104,7 +106,7 @@ def train(
 
     run_key = {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed, "counts": train_counts.tolist()}
     payload = _resume_payload(out, run_key) if resume else None
-    ctx = LoopContext(device=device, seed=seed, out=out, progress=progress, log=log)
+    ctx = LoopContext(device=device, seed=seed, out=out, progress=progress, log=log, cuda_graphs=cuda_graphs)
     if payload is not None:
         restore_rng(payload, device)
         ctx.history = json.loads(payload.get("history", "[]"))

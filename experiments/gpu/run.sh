@@ -1,62 +1,36 @@
 #!/usr/bin/env bash
-# One GPU session for issue 8 (nothing to install; < 8 minutes on one H100/H200):
+# One GPU session for issues 5 and 8 (nothing to install; about 8 minutes on one H100/H200):
 #   1. decode CIFAR-10 from the carried .gpu-data/cifar10_jpeg_bytes.npz (make_cifar10.py logic)
-#   2. bench_train.py on CUDA: K = 1, 4, 8, 16 packed ResNet-32 and RIDE-3, eager and compiled
-#   3. CIFAR-10-LT IF=100 at the published 200-epoch recipe: CE, LDAM-DRW, RIDE-3, as three
-#      processes sharing the GPU, each capped by a timeout (a run cut off writes no metrics)
-#   4. a D = 10 CE study, packed 10 per pack, if time is left
-# Results under $OUT (default ./gpu-out). Run from the repository root:
-#   carry: .gpu-data (holding cifar10_jpeg_bytes.npz and, optional, make_cifar10.py)
+#   2. CIFAR-10-LT IF=100, RIDE-3 at the published 200-epoch recipe, alone on the GPU (timed)
+#   3. bench_train.py: K = 1, 4, 8, 10, 16 packed ResNet-32 and RIDE-3, CUDA graphs; eager K = 1, 10
+#   4. the CUDA tests: graphed training steps against eager ones (tests/train/test_graphs.py)
+#   5. CE and LDAM-DRW (200 epochs) and a D = 10 CE study (packed 10) together on the GPU
+#   6. collect: runs.json (every run's metrics) and runs.tar.gz (metrics, history, predictions, logs)
+# Every step is capped by what is left of BUDGET seconds, so the results always come back.
+# Results under $OUT (default ./gpu-out), at most 8 files. Run from the repository root:
+#   carry: .gpu-data (holding cifar10_jpeg_bytes.npz and make_cifar10.py)
 #   bash experiments/gpu/run.sh            # the real thing
-#   bash experiments/gpu/run.sh --smoke    # CPU dry run: 1 epoch, tiny, seconds
+#   bash experiments/gpu/run.sh --smoke    # CPU dry run: tiny models, 1 epoch, a minute
 set -u
 SMOKE=0; [ "${1:-}" = "--smoke" ] && SMOKE=1
 ROOT=$(pwd)
 OUT=${OUT:-$ROOT/gpu-out}; mkdir -p "$OUT"
+WORK=${WORK:-/tmp/bvkit-gpu}; mkdir -p "$WORK"
 DATA=${GPU_DATA:-$ROOT/.gpu-data}
 PY=${PYTHON:-python3}
-export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-export BVKIT_DATA="$DATA/bvkit"  # also avoids needing platformdirs
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export BVKIT_DATA="${BVKIT_DATA:-$WORK/data}"
+BUDGET=${BUDGET:-500}
 START=$(date +%s)
-left() { echo $(( ${BUDGET:-450} - ($(date +%s) - START) )); }
+left() { echo $(( BUDGET - ($(date +%s) - START) )); }
+cap() { local want=$1 reserve=$2 l; l=$(( $(left) - reserve )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$OUT/run.log"; }
-
-# --- stand-ins for optional packages the training path imports at module level ----------------
-SHIMS="$DATA/shims"; mkdir -p "$SHIMS"
-if ! $PY -c "import tqdm" 2>/dev/null; then
-  mkdir -p "$SHIMS/tqdm"; : > "$SHIMS/tqdm/__init__.py"
-  cat > "$SHIMS/tqdm/auto.py" <<'PYEOF'
-class tqdm:  # stand-in: bvkit only draws bars on a TTY
-    def __init__(self, *a, disable=True, **k): self.disable = True
-    def update(self, n=1): pass
-    def set_postfix(self, **k): pass
-    def close(self): pass
-PYEOF
-  log "tqdm missing: using a silent stand-in"
-fi
-if ! $PY -c "import joblib" 2>/dev/null; then
-  mkdir -p "$SHIMS/joblib"
-  cat > "$SHIMS/joblib/__init__.py" <<'PYEOF'
-import contextlib
-def delayed(fn):  # stand-in: serial execution only (jobs = 1)
-    return lambda *a, **k: (fn, a, k)
-class Parallel:
-    def __init__(self, n_jobs=1, **k): pass
-    def __call__(self, calls):
-        return (fn(*a, **k) for fn, a, k in calls)
-@contextlib.contextmanager
-def parallel_config(**k):
-    yield
-PYEOF
-  log "joblib missing: using a serial stand-in"
-fi
-export PYTHONPATH="$PYTHONPATH:$SHIMS"
 
 # --- 1. CIFAR-10 ---------------------------------------------------------------------------
 if [ ! -f "$BVKIT_DATA/cifar-10-batches-py/test_batch" ]; then
   mkdir -p "$BVKIT_DATA"
   $PY - "$DATA/cifar10_jpeg_bytes.npz" "$BVKIT_DATA" <<'PYEOF' 2>&1 | tee -a "$OUT/run.log"
-import importlib.util, sys, shutil
+import importlib.util, sys
 from pathlib import Path
 src, dest = Path(sys.argv[1]), Path(sys.argv[2])
 script = src.parent / "make_cifar10.py"
@@ -69,53 +43,42 @@ module.main(str(dest))
 print("decoded CIFAR-10 into", dest)
 PYEOF
 fi
-$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')" | tee -a "$OUT/run.log"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee -a "$OUT/run.log"
+log "$($PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), torch.cuda.get_device_name() if torch.cuda.is_available() else '')")"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv 2>/dev/null | tee -a "$OUT/run.log"
 
 if [ $SMOKE = 1 ]; then
-  DEVICE=cpu; BENCH="--ks 1,2 --batch-size 8 --steps 1 --warmup 1"; EPOCHS="epochs=1 batch_size=64 model_kwargs.width=4 model_kwargs.blocks=1"
-  N_MAX="--n-max 100"
+  DEVICE=cpu; BENCH="--ks 1,2 --batch-size 8 --steps 1 --warmup 1"; EAGER_KS=1
+  SETTINGS="epochs=1 batch_size=64 model_kwargs.width=4 model_kwargs.blocks=1 --n-max 100"
 else
-  DEVICE=cuda; BENCH="--ks 1,4,8,16 --batch-size 128 --steps 20 --warmup 5"; EPOCHS=""; N_MAX=""
+  DEVICE=cuda; BENCH="--ks 1,4,8,10,16 --batch-size 128 --steps 20 --warmup 5"; EAGER_KS=1,10
+  SETTINGS=""
 fi
 
-# --- 2. throughput ---------------------------------------------------------------------------
-timeout 150 $PY experiments/bench_train.py --device $DEVICE $BENCH --out "$OUT/bench_train_$DEVICE.txt" 2>&1 | tee -a "$OUT/run.log"
-if [ $SMOKE = 0 ]; then
-  timeout 120 $PY experiments/bench_train.py --device cuda --ks 1,8,16 --batch-size 128 --steps 20 --warmup 10 --compile \
-      --out "$OUT/bench_train_cuda_compile.txt" 2>&1 | tail -n 12 | tee -a "$OUT/run.log"
-fi
+# --- 2. RIDE-3, 200 epochs, alone ------------------------------------------------------------
+repro() {  # method, cap seconds
+  mkdir -p "$WORK/repro/$1"
+  timeout "$2" $PY experiments/gpu/repro.py "$1" "$WORK/repro/$1" $SETTINGS > "$WORK/repro/$1/run.log" 2>&1
+  log "$1: $(tail -n 1 "$WORK/repro/$1/run.log")"
+}
+log "RIDE-3 alone (cap $(cap 170 300)s)"
+repro ride "$(cap 170 300)"
 
-# --- 3. CIFAR-10-LT reproduction: three methods in parallel on the one GPU --------------------
-CAP=$(( $(left) - 60 )); [ $SMOKE = 1 ] && CAP=300
-log "reproduction: CE, LDAM-DRW, RIDE-3 (200 epochs unless --smoke), each capped at ${CAP}s"
-for METHOD in ce ldam-drw ride; do
-  timeout $CAP $PY - "$METHOD" "$OUT/repro/$METHOD" "$DEVICE" $EPOCHS > "$OUT/repro_$METHOD.log" 2>&1 <<'PYEOF' &
-import json, sys, time
-from bvkit.train import train
-method, out, device, *settings = sys.argv[1:]
-overrides = {}
-for item in settings:
-    key, value = item.split("=")
-    overrides[key] = int(value)
-kwargs = {"n_max": 100} if overrides else {}
-start = time.perf_counter()
-result = train(method, "cifar10-lt", imbalance=100.0, seed=0, out=out, device=device, progress=False,
-               log=print, **kwargs, **overrides)
-m = result.metrics
-print(json.dumps({"method": method, "accuracy": m["accuracy"], "seconds": round(time.perf_counter() - start, 1)}))
-PYEOF
-done
-wait
-for METHOD in ce ldam-drw ride; do
-  if [ -f "$OUT/repro/$METHOD/metrics.json" ]; then log "$METHOD: $(tail -n 1 "$OUT/repro_$METHOD.log")"
-  else log "$METHOD: no metrics (cut off at ${CAP}s or failed): $(tail -n 2 "$OUT/repro_$METHOD.log" | tr '\n' ' ')"; fi
-done
+# --- 3. throughput ---------------------------------------------------------------------------
+timeout "$(cap 80 220)" $PY experiments/bench_train.py --device $DEVICE $BENCH --graphs \
+    --out "$OUT/bench_train_${DEVICE}_graphs.txt" 2>&1 | tail -n 14 | tee -a "$OUT/run.log"
+timeout "$(cap 30 190)" $PY experiments/bench_train.py --device $DEVICE ${BENCH/--ks 1,4,8,10,16/--ks $EAGER_KS} \
+    --out "$OUT/bench_train_${DEVICE}_eager.txt" 2>&1 | tail -n 8 | tee -a "$OUT/run.log"
 
-# --- 4. a packed D = 10 CE study, if time is left ------------------------------------------
-if [ $SMOKE = 1 ] || [ "$(left)" -gt 120 ]; then
-  STUDY_EPOCHS=$([ $SMOKE = 1 ] && echo 1 || echo 200)
-  cat > "$OUT/ce_d10.toml" <<TOML
+# --- 4. CUDA tests: graphed steps against eager ones -----------------------------------------
+log "tests: $(timeout "$(cap 50 150)" $PY -m pytest -q -p no:cacheprovider tests/train/test_graphs.py > "$OUT/pytest_cuda.txt" 2>&1; tail -n 1 "$OUT/pytest_cuda.txt")"
+
+# --- 5. CE, LDAM-DRW and a packed D = 10 CE study, together ---------------------------------
+CAP=$(cap 400 25)
+log "CE, LDAM-DRW and the D = 10 CE study together (cap ${CAP}s)"
+repro ce "$CAP" &
+repro ldam-drw "$CAP" &
+mkdir -p "$WORK/ce_d10"
+cat > "$WORK/ce_d10/ce_d10.toml" <<TOML
 name = "ce-d10"
 [data]
 dataset = "cifar10-lt"
@@ -125,7 +88,7 @@ $([ $SMOKE = 1 ] && echo "n_max = 100")
 scheme = "redraw"
 count = 10
 [train]
-epochs = $STUDY_EPOCHS
+epochs = $([ $SMOKE = 1 ] && echo 1 || echo 200)
 device = "$DEVICE"
 pack = "always"
 pack_size = 10
@@ -135,9 +98,12 @@ options = { "model_kwargs.blocks" = 1 }')
 name = "ce"
 method = "ce"
 TOML
-  CAP=$(( $(left) - 15 )); [ $SMOKE = 1 ] && CAP=300
-  T0=$(date +%s)
-  timeout $CAP $PY -c "import sys; from bvkit.cli import main; sys.exit(main(sys.argv[1:]))" study run "$OUT/ce_d10.toml" --out "$OUT/ce_d10" 2>&1 | tail -n 5 | tee -a "$OUT/run.log"
-  log "D = 10 CE study (packed 10): $(( $(date +%s) - T0 ))s wall-clock (cap ${CAP}s)"
-fi
+T0=$(date +%s)
+timeout "$CAP" $PY -m bvkit study run "$WORK/ce_d10/ce_d10.toml" --out "$WORK/ce_d10/study" > "$WORK/ce_d10/study.log" 2>&1
+RC=$?
+log "D = 10 CE study (packed 10, sharing the GPU with CE and LDAM-DRW): $(( $(date +%s) - T0 ))s wall-clock, exit $RC: $(tail -n 2 "$WORK/ce_d10/study.log" | tr '\n' ' ')"
+wait
+
+# --- 6. collect ------------------------------------------------------------------------------
+$PY experiments/gpu/collect.py "$WORK" "$OUT" 2>&1 | tee -a "$OUT/run.log"
 log "done"

@@ -117,7 +117,7 @@ class GraphedStep:
             loss.sum().backward()
             self.optimizer.step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
-        return loss.detach(), output
+        return loss.detach(), _detached(output)  # no reference may keep this step's autograd graph alive
 
     def _capture(self, inputs, targets, key):
         self.static_inputs = inputs.clone()
@@ -137,6 +137,12 @@ class GraphedStep:
                          "training eagerly")
             return self._eager(inputs, targets)
         self.graph, self.key = graph, key
-        self.static_loss, self.static_output = loss.detach(), output
+        self.static_loss, self.static_output = loss.detach(), _detached(output)
         graph.replay()
         return self.static_loss, self.static_output
+
+
+def _detached(output):
+    if torch.is_tensor(output):
+        return output.detach()
+    return {key: value.detach() if torch.is_tensor(value) else value for key, value in output.items()}

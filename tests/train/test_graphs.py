@@ -62,4 +62,4 @@ def test_graphed_training_matches_eager_training_on_cuda(method, tiny_data):
             for graphs in (False, True)]
     eager, graphed = ([row["loss"] for row in run.history] for run in runs)
     assert eager == pytest.approx(graphed, rel=0.05), (eager, graphed)
-    assert graphed[-1] < graphed[0]
+    assert graphed[2] < graphed[0]  # before DRW (epoch 4 of 4) changes what the loss measures

@@ -5,6 +5,12 @@ Nesterov, warm-up 5 epochs, lr x0.01 at epoch 161 and x0.0001 at 181, DRW from e
 weight decay 2e-4 for the LDAM paper's baselines, 5e-4 for RIDE). Milestones are stated for
 the 200-epoch reference and scaled when ``epochs`` is shorter (``bvkit.train.schedule``).
 
+On the ImageNet-size benchmarks (``imagenet-lt``, ``inat2018``) every method takes that
+benchmark's published setting (``DATASET_SETTINGS``: ResNet-50 family, 100 epochs, RIDE's
+ImageNet-LT / iNat hyper-parameters) before any override: ``create_method("ride",
+dataset="imagenet-lt")`` is RIDE as published on ImageNet-LT; ``bvkit train --dataset
+imagenet-lt --method ride`` does the same.
+
     >>> recipe = create_method("ride", epochs=10, **{"model_kwargs.num_experts": 2})
     >>> list_methods("ride*")
     ['ride', 'ride-distill', 'ride-ea']
@@ -105,14 +111,18 @@ def get_method(name: str) -> Recipe:
     return _REGISTRY[name]
 
 
-def create_method(name: str, **overrides: Any) -> Recipe:
-    """The recipe of ``name`` with ``overrides`` applied.
+def create_method(name: str, dataset: str | None = None, **overrides: Any) -> Recipe:
+    """The recipe of ``name`` (adapted to ``dataset`` when it is an ImageNet-size benchmark,
+    see ``for_dataset``) with ``overrides`` applied.
 
     Keys: a Recipe field (``epochs=10``); ``dict_field.key`` for model/loss/augment kwargs
     (``"model_kwargs.width"``; a dict value merges into the defaults); ``stage.field`` or
     ``stage.options.key`` for a second stage by kind (``"crt.epochs"``, ``"routing.lr"``).
     """
-    return apply_overrides(get_method(name), overrides)
+    recipe = get_method(name)
+    if dataset is not None:
+        recipe = for_dataset(recipe, dataset)
+    return apply_overrides(recipe, overrides)
 
 
 def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
@@ -351,3 +361,90 @@ register_method(Recipe(
     procedure_kwargs={"beta": 0.999, "lam": 0.5, "gamma": 0.9, "steps": 10, "step_size": 0.1,
                       "noise_norm": 0.5, "gen_start": 160},
 ))
+
+
+# ---------------------------------------------------------------- ImageNet-size benchmarks
+
+
+@dataclass(frozen=True)
+class DatasetSetting:
+    """How every registered method runs on an ImageNet-size benchmark unless overridden:
+    ``recipe`` fields replaced outright, CIFAR models swapped for ImageNet-size ones
+    (``models``: CIFAR model -> (model, model_kwargs added)), RIDE's loss settings
+    (``ride_loss``) and second-stage settings by kind (``stages``)."""
+
+    label: str
+    recipe: dict
+    models: dict
+    ride_loss: dict
+    stages: dict
+
+
+# RIDE's configs (frank-xwang/RIDE-LongTailRecognition, configs/config_imagenet_lt_resnet50_ride.json
+# and config_iNaturalist_resnet50_ride.json; RIDE.md section 3): ResNet-50, 100 epochs, SGD
+# momentum 0.9 Nesterov, weight decay 2e-4, CustomLR warm-up 5 epochs then x0.1 from epoch 60 and
+# x0.01 from epoch 80 (0-based, i.e. from epochs 61 / 81), DRW and the class-wise diversity
+# temperature from epoch 80 (reweight_epoch, "from 81"); ImageNet-LT batch 256, lr 0.1, gamma
+# (reweight_factor) 0.02; iNat batch 512, lr 0.2, gamma 0.015; diversity lambda -0.2 on both
+# (RIDELoss's default additional_diversity_factor; CIFAR sets -0.45). The same schedule is used
+# for the baselines' stage one so that every method is trained alike (the decoupling paper's own
+# ImageNet-LT stage one is 90 epochs with a cosine schedule). ResNeXt-50 (32x4d):
+# --set model=resnext50-32x4d / ride-resnext50. RandomResizedCrop 224, test Resize 256 + CenterCrop
+# 224 (RIDE's ImageNetLTDataLoader), set by augment.size / augment.resize.
+_IMAGENET_MODELS = {
+    "resnet32": ("resnet50", {}),
+    "resnet32-ldam": ("resnet50", {"classifier": "cosine"}),  # LDAM's cosine classifier, s 30
+    "ride-resnet32": ("ride-resnet50", {}),
+}
+_IMAGENET_RECIPE = {
+    "epochs": 100, "batch_size": 256, "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 2e-4,
+    "schedule": "step", "warmup_epochs": 5, "lr_milestones": (60, 80), "lr_factors": (0.1, 0.01),
+    "drw_epoch": 80, "reference_epochs": 100, "augment": {"size": 224, "resize": 256},
+}
+# Second stages: cRT and LWS as the decoupling paper's ImageNet-LT configs
+# (facebookresearch/classifier-balancing config/ImageNet_LT/cls_crt.yaml: 10 epochs, batch 512,
+# lr 0.2, wd 5e-4, cosine, class-aware sampling; cls_lws.yaml: the same for 5 epochs); RIDE's
+# routers as config_imagenet_lt_resnet50_ride_ea.json / config_iNaturalist_resnet50_ride_ea.json
+# (5 epochs, batch 512, lr 0.01, wd 5e-4, cosine, balanced, top_choices_num 50, pos_weight 100).
+_IMAGENET_STAGES = {
+    "crt": {"epochs": 10, "batch_size": 512, "lr": 0.2, "weight_decay": 5e-4, "schedule": "cosine"},
+    "lws": {"epochs": 5, "batch_size": 512, "lr": 0.2, "weight_decay": 5e-4, "schedule": "cosine"},
+    "routing": {"epochs": 5, "batch_size": 512, "lr": 0.01, "weight_decay": 5e-4, "schedule": "cosine",
+                "options": {"top_k": 50, "pos_weight": 100.0}},
+}
+
+DATASET_SETTINGS = {
+    "imagenet-lt": DatasetSetting(
+        "ImageNet-LT", _IMAGENET_RECIPE, _IMAGENET_MODELS,
+        {"diversity_weight": -0.2, "gamma": 0.02}, _IMAGENET_STAGES),
+    # iNat 2018 ships no validation list: bvkit holds out up to 3 training images per class (at
+    # most a fifth of a class; classes under 5 images give none), see bvkit.train.run
+    "inat2018": DatasetSetting(
+        "iNaturalist 2018", {**_IMAGENET_RECIPE, "batch_size": 512, "lr": 0.2, "val_per_class": 3},
+        _IMAGENET_MODELS, {"diversity_weight": -0.2, "gamma": 0.015}, _IMAGENET_STAGES),
+}
+
+
+def for_dataset(recipe: Recipe, dataset: str) -> Recipe:
+    """``recipe`` in ``dataset``'s published setting (``DATASET_SETTINGS``); unchanged for
+    other datasets (the CIFAR recipes are the registry's own) and for procedure recipes
+    (BBN, OLTR, LFME, M2m: CIFAR only)."""
+    setting = DATASET_SETTINGS.get(dataset) if isinstance(dataset, str) else None
+    if setting is None or recipe.procedure is not None:
+        return recipe
+    fields_ = dict(setting.recipe)
+    if recipe.drw_epoch is None:  # a method without DRW keeps none
+        fields_["drw_epoch"] = None
+    model, extra = setting.models.get(recipe.model, (recipe.model, {}))
+    loss_kwargs = {**recipe.loss_kwargs, **setting.ride_loss} if recipe.loss.startswith("ride") else recipe.loss_kwargs
+    stages = tuple(
+        replace(stage, **{**setting.stages.get(stage.kind, {}),
+                          "options": {**stage.options, **setting.stages.get(stage.kind, {}).get("options", {})}})
+        for stage in recipe.stages
+    )
+    summary = (f"{setting.label}: {model}, {fields_['epochs']} epochs, batch {fields_['batch_size']}, "
+               f"lr {fields_['lr']:g}, warm-up {fields_['warmup_epochs']}")
+    if fields_["drw_epoch"] is not None:
+        summary += f", DRW from epoch {fields_['drw_epoch'] + 1}"
+    return replace(recipe, description=f"{recipe.description} [{summary}]", model=model,
+                   model_kwargs={**recipe.model_kwargs, **extra}, loss_kwargs=loss_kwargs, stages=stages, **fields_)

@@ -5,7 +5,15 @@ Everything but the loaders is numpy only; ``bvkit.data.loaders`` (and the names 
 here) imports torch on first use.
 """
 
-from bvkit.data.file_lists import FileList, load_file_list, parse_file_list
+from bvkit.data.file_lists import (
+    FILE_LIST_DATASETS,
+    FileList,
+    FileListBenchmark,
+    list_benchmarks,
+    load_benchmark,
+    load_file_list,
+    parse_file_list,
+)
 from bvkit.data.imageset import ImageSet
 from bvkit.data.long_tailed import (
     CIFAR_MEAN,
@@ -42,7 +50,8 @@ from bvkit.data.subsets import (
 )
 
 _LOADERS = (
-    "Augment", "BalancedSampler", "DeviceLoader", "FileListDataset", "IMAGENET_MEAN",
+    "Augment", "BalancedSampler", "DeviceLoader", "EpochBatchSampler", "FileListDataset",
+    "FileListLoader", "IMAGENET_MEAN",
     "IMAGENET_STD", "balanced_indices", "epoch_generator", "EpochPlan", "file_list_loader",
     "imagenet_transform", "normalize", "random_crop", "random_crop_flip_rotate",
     "to_device",
@@ -52,6 +61,7 @@ __all__ = [
     "CIFAR_MEAN",
     "CIFAR_STD",
     "DATASETS",
+    "FILE_LIST_DATASETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "PROFILES",
@@ -59,9 +69,12 @@ __all__ = [
     "Augment",
     "BalancedSampler",
     "DeviceLoader",
+    "EpochBatchSampler",
     "EpochPlan",
     "FileList",
+    "FileListBenchmark",
     "FileListDataset",
+    "FileListLoader",
     "ImageSet",
     "LongTailed",
     "balanced_indices",
@@ -73,9 +86,11 @@ __all__ = [
     "file_list_loader",
     "holdout_indices",
     "imagenet_transform",
+    "list_benchmarks",
     "list_datasets",
     "list_schemes",
     "list_sources",
+    "load_benchmark",
     "load_file_list",
     "load_source",
     "load_subsets",

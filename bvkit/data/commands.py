@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from bvkit.data.file_lists import parse_file_list
+from bvkit.data.file_lists import FILE_LIST_DATASETS, find_list_folder, parse_file_list
 from bvkit.data.long_tailed import dataset_spec, list_datasets
 from bvkit.data.profiles import (
     PROFILES,
@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     describe = commands.add_parser(
         "describe", help="per-class training counts and shot splits of a long-tailed dataset",
         description="Per-class training counts and shot splits. Datasets: "
-        f"{', '.join(list_datasets())}; or any name with --list FILE (a 'path label' list).")
+        f"{', '.join(list_datasets())}; imagenet-lt, inat2018 (their training list under --data-root); "
+        "or any name with --list FILE (a 'path label' list).")
     describe.add_argument("dataset", metavar="DATASET")
     describe.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor (default 100)")
     describe.add_argument("--profile", choices=PROFILES, default="exp")
@@ -48,6 +49,8 @@ def describe_dataset(dataset: str, imbalance: float = 100.0, profile: str = "exp
                      many: int = 100, few: int = 20, root=None, n_max: int | None = None,
                      list_path=None) -> dict:
     """Counts, class names and shot splits of a long-tailed dataset (or of a file list)."""
+    if list_path is None and dataset in FILE_LIST_DATASETS:  # imagenet-lt, inat2018: the training list
+        list_path = find_list_folder(dataset, root) / FILE_LIST_DATASETS[dataset].train
     if list_path is not None:
         _, labels = parse_file_list(list_path)
         counts = np.bincount(labels).astype(np.int64)

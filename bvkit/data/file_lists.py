@@ -3,6 +3,16 @@
 Only the list is read up front; images are opened lazily (``FileList.read``), so a list of
 hundreds of thousands of files costs one text parse. The torch Dataset and DataLoader for
 these lists are in ``bvkit.data.loaders``.
+
+The benchmarks themselves (``load_benchmark("imagenet-lt")``, ``"inat2018"``) are found under
+the data root as the published lists plus the images they name::
+
+    <root>/ImageNet_LT/ImageNet_LT_{train,val,test}.txt    images: <root>/ImageNet_LT/train/...
+    <root>/iNaturalist18/iNaturalist18_{train,val}.txt     images: <root>/iNaturalist18/train_val2018/...
+
+(or the lists directly in ``<root>``, images beside them). Paths in a list are relative to the
+folder that holds it, as in RIDE's loaders; a symlink to an existing ImageNet / iNat tree is
+enough. iNaturalist 2018 ships no test list: its official val list is the test set here.
 """
 
 from __future__ import annotations
@@ -34,6 +44,12 @@ class FileList:
 
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=self.n_classes).astype(np.int64)
+
+    def subset(self, indices) -> FileList:
+        """The entries at ``indices`` (same image root and class names)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        return FileList([self.paths[i] for i in indices], self.labels[indices], self.image_root,
+                        self.class_names)
 
     def read(self, index: int, mode: str = "RGB"):
         """The PIL image at ``index``, converted to ``mode``."""
@@ -89,3 +105,77 @@ def load_file_list(list_path: str | os.PathLike, image_root: str | os.PathLike |
         raise BvkitError(f"{list_path} has label {n_classes - 1} but only "
                          f"{len(class_names)} class names were given")
     return FileList(paths, labels, image_root, list(class_names))
+
+
+# ---------------------------------------------------------------- benchmarks built from lists
+
+
+@dataclass(frozen=True)
+class FileListSpec:
+    """Where a file-list benchmark's lists are: a folder under the data root and the list names;
+    ``val`` is None where the benchmark ships no validation list (iNat 2018)."""
+
+    folder: str
+    train: str
+    test: str
+    val: str | None
+
+
+FILE_LIST_DATASETS = {
+    "imagenet-lt": FileListSpec("ImageNet_LT", "ImageNet_LT_train.txt", "ImageNet_LT_test.txt",
+                                "ImageNet_LT_val.txt"),
+    # iNat 2018 has train and val lists only; the official val list is the benchmark's test set
+    "inat2018": FileListSpec("iNaturalist18", "iNaturalist18_train.txt", "iNaturalist18_val.txt", None),
+}
+
+
+def list_benchmarks() -> list[str]:
+    """Names of the file-list benchmarks (``load_benchmark``)."""
+    return sorted(FILE_LIST_DATASETS)
+
+
+@dataclass(frozen=True)
+class FileListBenchmark:
+    """A file-list benchmark: its training list, validation list (None: none shipped) and test
+    list, sharing one set of classes (``0..max label`` over the three lists)."""
+
+    name: str
+    train: FileList
+    val: FileList | None
+    test: FileList
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Training images per class (the whole training list): the shot splits' counts."""
+        return self.train.class_counts()
+
+
+def find_list_folder(name: str, root=None) -> Path:
+    """The folder holding ``name``'s training list: ``<root>/<folder>``, else ``<root>``."""
+    from bvkit.data.sources import data_root
+
+    spec = FILE_LIST_DATASETS[name]
+    base = data_root(root)
+    for folder in (base / spec.folder, base):
+        if (folder / spec.train).is_file():
+            return folder
+    raise BvkitError(f"{name} not found: no {spec.train} in {base / spec.folder} or {base}; put the "
+                     f"published lists there, images under the paths they name (--data-root or BVKIT_DATA)")
+
+
+def load_benchmark(name: str, root=None) -> FileListBenchmark:
+    """Read a file-list benchmark's lists (images stay on disk until read)."""
+    if name not in FILE_LIST_DATASETS:
+        raise BvkitError(f"unknown file-list dataset {name!r}; choose one of {', '.join(list_benchmarks())}")
+    spec = FILE_LIST_DATASETS[name]
+    folder = find_list_folder(name, root)
+    parts = {"train": spec.train, "val": spec.val, "test": spec.test}
+    parsed = {part: parse_file_list(folder / file) for part, file in parts.items() if file is not None}
+    n_classes = max(int(labels.max()) for _, labels in parsed.values()) + 1
+    names = [str(c) for c in range(n_classes)]
+    lists = {part: FileList(paths, labels, folder, names) for part, (paths, labels) in parsed.items()}
+    return FileListBenchmark(name, lists["train"], lists.get("val"), lists["test"])

@@ -248,19 +248,40 @@ class EpochPlan:
 
 class FileListDataset(torch.utils.data.Dataset):
     """A ``FileList`` as a torch Dataset of ``(transform(PIL image), label)``; images are read
-    when indexed, so workers share nothing but the list."""
+    when indexed, so workers share nothing but the list.
 
-    def __init__(self, file_list: FileList, transform=None, mode: str = "RGB"):
-        self.file_list, self.transform, self.mode = file_list, transform, mode
+    Indexed by ``(epoch, index)`` (what :class:`EpochBatchSampler` yields), the transform's
+    random draws come from a generator seeded by ``(seed, epoch, index)``: a sample's
+    augmentation is then the same whatever the worker count, the DDP world size or a resume.
+    """
+
+    def __init__(self, file_list: FileList, transform=None, mode: str = "RGB", seed: int = 0):
+        self.file_list, self.transform, self.mode, self.seed = file_list, transform, mode, int(seed)
 
     def __len__(self) -> int:
         return len(self.file_list)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            epoch, index = key
+            # torchvision's random transforms draw from torch's global CPU generator: seed it for
+            # this sample only (fork_rng restores it, so the caller's stream is untouched)
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(sample_seed(self.seed, epoch, index))
+                return self._item(index)
+        return self._item(key)
+
+    def _item(self, index: int):
         image = self.file_list.read(index, self.mode)
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.file_list.labels[index])
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample ``index`` in ``epoch``."""
+    state = np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1, dtype=np.uint64)[0]
+    return int(state) & ((1 << 63) - 1)
 
 
 def imagenet_transform(train: bool, size: int = 224, resize: int = 256,
@@ -297,19 +318,100 @@ class BalancedSampler(torch.utils.data.Sampler):
         return iter(balanced_indices(self.labels, self.num_samples, generator).tolist())
 
 
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of ``(epoch, index)`` keys: epoch ``e``'s order (shuffled, class-balanced as
+    :func:`balanced_indices`, or in order) depends only on ``(seed, e)``, as ``DeviceLoader``'s.
+
+    Under DDP (``world_size > 1``) every rank draws the same global batches of ``batch_size`` and
+    keeps its contiguous slice of each (``tensor_split``, as ``bvkit.train.ddp.shard``), so the
+    ranks together see exactly the single-process batches and each decodes only its own images.
+    ``set_epoch`` picks the epoch; otherwise each full iteration moves on to the next one.
+    """
+
+    def __init__(self, labels, batch_size: int, shuffle: bool = True, balanced: bool = False,
+                 drop_last: bool = False, seed: int = 0, rank: int = 0, world_size: int = 1):
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if batch_size < world_size or batch_size < 1:
+            raise BvkitError(f"batch size {batch_size} cannot be split over {world_size} processes")
+        self.batch_size, self.shuffle, self.balanced = int(batch_size), shuffle, balanced
+        self.drop_last, self.seed, self.rank, self.world_size = drop_last, seed, int(rank), int(world_size)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.labels)
+        if self.balanced:
+            return balanced_indices(self.labels, n, generator)
+        if self.shuffle:
+            return torch.randperm(n, generator=generator)
+        return torch.arange(n)
+
+    def __iter__(self):
+        epoch = self.epoch
+        order = self.epoch_indices(epoch_generator(self.seed, epoch))
+        self.epoch += 1
+        for b in range(len(self)):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield [(epoch, int(i)) for i in batch.tensor_split(self.world_size)[self.rank]]
+
+
+class FileListLoader:
+    """A training DataLoader over a file list driven by an :class:`EpochBatchSampler`:
+    ``set_epoch``, ``len`` (global batches per epoch) and iteration of ``(inputs, targets)``,
+    what ``bvkit.train.engine.run_phase`` needs. ``sharded``: each DDP rank yields its own
+    slice of every batch, so the engine must not slice it again."""
+
+    def __init__(self, dataset: FileListDataset, sampler: EpochBatchSampler, workers: int = 4, **loader_kw):
+        self.dataset, self.sampler = dataset, sampler
+        self.sharded = sampler.world_size > 1
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=workers,
+            pin_memory=torch.cuda.is_available(), persistent_workers=False, **loader_kw)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        try:
+            yield from self.loader
+        except BvkitError as err:  # re-raised from a worker with its traceback: keep one line
+            raise BvkitError(worker_message(err)) from None
+
+
+def worker_message(err: Exception) -> str:
+    """The original message of an error a DataLoader worker re-raised with its traceback."""
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    return lines[-1].split(": ", 1)[-1] if lines[-1].startswith(("bvkit.", "BvkitError")) else lines[-1]
+
+
 def file_list_loader(file_list: FileList, batch_size: int, train: bool = True,
                      workers: int = 4, balanced: bool = False, seed: int = 0,
                      transform=None, image_size: int = 224, drop_last: bool | None = None,
-                     **loader_kw):
-    """A standard DataLoader over a file list: shuffled (or class-balanced) with ImageNet
-    training transforms when ``train``, in order with test transforms otherwise. Worker
-    seeds come from a generator seeded with ``seed``, so runs repeat exactly."""
+                     rank: int = 0, world_size: int = 1, **loader_kw):
+    """A standard DataLoader over a file list. ``train``: a :class:`FileListLoader`, shuffled
+    (or class-balanced) with ImageNet training transforms, every sample's augmentation seeded
+    by ``(seed, epoch, index)`` so runs repeat exactly whatever ``workers``; ``rank`` /
+    ``world_size`` give this DDP rank's slice of every global batch. Otherwise a plain
+    DataLoader in list order with the test transforms."""
     if transform is None:
         transform = imagenet_transform(train, size=image_size, resize=round(image_size * 256 / 224))
-    dataset = FileListDataset(file_list, transform)
-    sampler = BalancedSampler(file_list.labels, seed=seed) if train and balanced else None
+    if train:
+        sampler = EpochBatchSampler(file_list.labels, batch_size, shuffle=True, balanced=balanced,
+                                    drop_last=True if drop_last is None else drop_last, seed=seed,
+                                    rank=rank, world_size=world_size)
+        return FileListLoader(FileListDataset(file_list, transform, seed=seed), sampler, workers, **loader_kw)
     return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-        num_workers=workers, generator=torch.Generator().manual_seed(int(seed)),
-        drop_last=train if drop_last is None else drop_last, pin_memory=torch.cuda.is_available(),
+        FileListDataset(file_list, transform), batch_size=batch_size, shuffle=False,
+        num_workers=workers, drop_last=bool(drop_last), pin_memory=torch.cuda.is_available(),
         persistent_workers=False, **loader_kw)

@@ -16,9 +16,16 @@ def register(subparsers) -> None:
         "train",
         help="train a method on a long-tailed dataset",
         description="Train a method (see `bvkit methods`) and write metrics.json, predictions.npz, "
-        "history.csv and checkpoint.pt to --out; rerunning the same command resumes.",
+        "history.csv and checkpoint.pt to --out; rerunning the same command resumes. "
+        "On imagenet-lt and inat2018 (the published file lists under --data-root, see the README) every "
+        "method takes that benchmark's published setting unless overridden: ResNet-50 (RIDE: ride-resnet50, "
+        "3 experts), 100 epochs, warm-up 5, lr x0.1 from epoch 61 and x0.01 from 81, DRW from 81, "
+        "weight decay 2e-4; ImageNet-LT batch 256, lr 0.1; iNat batch 512, lr 0.2 (`bvkit methods "
+        "--dataset imagenet-lt --show`). Multi-GPU: torchrun --nproc_per_node N -m bvkit.train ARGS.",
     )
-    parser.add_argument("--dataset", required=True, help="cifar10-lt, cifar100-lt, fashion-mnist-lt, synthetic-lt")
+    parser.add_argument("--dataset", required=True,
+                        help="cifar10-lt, cifar100-lt, fashion-mnist-lt, synthetic-lt (held on the device); "
+                        "imagenet-lt, inat2018 (file lists, read by DataLoader workers)")
     parser.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor IF (default 100)")
     parser.add_argument("--method", required=True, help="a registered method, e.g. ce, ldam-drw, ride, ride-ea")
     parser.add_argument("--experts", type=int, help="number of RIDE experts (ride* methods only)")
@@ -29,11 +36,15 @@ def register(subparsers) -> None:
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     parser.add_argument("--data-root", help="data directory (default: $BVKIT_DATA)")
     parser.add_argument("--n-max", type=int, help="images of the head class (default: the dataset's)")
-    parser.add_argument("--model-width", type=int, help="base width of the ResNet (16 for ResNet-32)")
+    parser.add_argument("--model-width", type=int, help="base width of the CIFAR ResNet (16 for ResNet-32)")
+    parser.add_argument("--workers", type=int,
+                        help="DataLoader processes per rank for imagenet-lt / inat2018 (default: up to 8); "
+                        "results do not depend on it")
     parser.add_argument("--stage-one", metavar="CKPT", help="skip stage one: load it from a bvkit checkpoint")
     parser.add_argument("--teacher", metavar="CKPT", help="teacher checkpoint for ride-distill")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="any recipe setting, e.g. loss_kwargs.gamma=2, crt.epochs=5 (repeatable)")
+                        help="any recipe setting, e.g. loss_kwargs.gamma=2, crt.epochs=5, "
+                        "model=resnext50-32x4d, augment.size=160 (repeatable)")
     parser.add_argument("--no-resume", action="store_true", help="start over even if --out has a checkpoint")
     parser.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                         help="progress bar (auto: only when stderr is a terminal)")
@@ -47,6 +58,8 @@ def register(subparsers) -> None:
     methods = subparsers.add_parser("methods", help="list the registered training methods")
     methods.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'ride*'")
     methods.add_argument("--show", action="store_true", help="print each recipe as JSON")
+    methods.add_argument("--dataset", help="the recipes as they run on this dataset (imagenet-lt, inat2018 "
+                         "have their own published settings)")
     methods.set_defaults(func=run_methods)
 
 
@@ -85,7 +98,7 @@ def overrides_from_args(args) -> dict:
 def run_train(args: argparse.Namespace) -> int:
     from bvkit.methods import create_method
 
-    recipe = create_method(args.method, **overrides_from_args(args))
+    recipe = create_method(args.method, dataset=args.dataset, **overrides_from_args(args))
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise BvkitError(f"data root not found: {args.data_root}")
     if args.stage_one is not None and not recipe.stages:
@@ -118,6 +131,7 @@ def run_train(args: argparse.Namespace) -> int:
         progress=progress,
         log=_stderr_line if args.verbose else None,
         cuda_graphs=not args.no_cuda_graphs,
+        workers=args.workers,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_summary(result.metrics))
@@ -146,13 +160,13 @@ def format_summary(metrics: dict) -> str:
 
 
 def run_methods(args: argparse.Namespace) -> int:
-    from bvkit.methods import get_method, list_methods
+    from bvkit.methods import create_method, list_methods
 
     names = list_methods(args.pattern)
     if not names:
         raise BvkitError(f"no method matches {args.pattern!r}")
     for name in names:
-        recipe = get_method(name)
+        recipe = create_method(name, dataset=args.dataset)
         if args.show:
             print(json.dumps(recipe.to_dict(), indent=2))
         else:

@@ -7,6 +7,11 @@ BatchNorm statistics are per rank unless the model is converted with ``sync_batc
 
 Rank 0 writes checkpoints and outputs. Second stages (cRT, LWS, routers: small heads on frozen
 features) are not sharded: every rank takes the whole batch and makes the same update.
+
+File-list datasets (ImageNet-LT, iNat) are not held on the device: their training loader draws
+the same global batches on every rank and each rank loads only its slice
+(``bvkit.data.EpochBatchSampler``); evaluation is split over the ranks and gathered
+(``gather``), with rank 0's BatchNorm statistics (``broadcast_buffers``).
 """
 
 from __future__ import annotations
@@ -77,6 +82,29 @@ def sum_over_ranks(loss_sum: torch.Tensor, correct: torch.Tensor, seen: int):
     totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(float(seen), device=loss_sum.device)])
     dist.all_reduce(totals)
     return totals[0], totals[1], int(totals[2].item())
+
+
+def local_world_size() -> int:
+    """Processes on this machine (torchrun's LOCAL_WORLD_SIZE), 1 when run alone."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if active() else 1
+
+
+def broadcast_buffers(module: nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank: under DDP each rank's
+    statistics also saw its own last slice, so a split evaluation would mix them."""
+    if active():
+        for buffer in module.buffers():
+            dist.broadcast(buffer, 0)
+
+
+def gather(parts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every rank's CPU tensors concatenated along dim 0 in rank order, on every rank."""
+    if not active():
+        return parts
+    gathered: list = [None] * world_size()
+    dist.all_gather_object(gathered, parts)
+    filled = [part for part in gathered if part]  # a rank with no items sends {}
+    return {key: torch.cat([part[key] for part in filled]) for key in (filled[0] if filled else {})}
 
 
 def barrier() -> None:

@@ -1,11 +1,13 @@
-"""The training engine: one compact loop over device-resident uint8 data.
+"""The training engine: one compact loop over batches of ``(inputs, targets)``.
 
 Data sits on the device as uint8 and is augmented there in batches (``bvkit.data``'s
-DeviceLoader / Augment, airbench style). Loss and accuracy are accumulated on the device and
-read back once every ``sync_every`` steps (for the progress bar) and once per epoch, so a step
-costs no host sync. Every source of randomness is seeded from ``seed`` (model init under a
-forked RNG, data order and augmentation from generators re-seeded per epoch), which makes a
-resumed run give the same weights as an uninterrupted one.
+DeviceLoader / Augment, airbench style); file-list datasets (ImageNet-LT, iNat) come instead
+as ready float batches from DataLoader workers, moved to the device batch by batch. Loss and
+accuracy are accumulated on the device and read back once every ``sync_every`` steps (for the
+progress bar) and once per epoch, so a step costs no host sync. Every source of randomness is
+seeded from ``seed`` (model init under a forked RNG, data order and augmentation from
+generators re-seeded per epoch), which makes a resumed run give the same weights as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -54,6 +56,8 @@ def autocast(device: torch.device):
 
 
 def prepare_batch(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device`` (a no-op for device-resident batches), channels-last on CUDA."""
+    x = x.to(device, non_blocking=True)
     return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
 
 
@@ -112,6 +116,8 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
     device = ctx.device
     step = start_epoch * len(phase.loader)
     graphed = _graphed_step(phase, ctx)
+    # a sharded loader (file lists under DDP) already yields this rank's slice of each batch
+    slice_batches = phase.shard and ddp.active() and not getattr(phase.loader, "sharded", False)
     for epoch in range(start_epoch, epochs):
         phase.loader.set_epoch(epoch)
         if hasattr(phase.loss, "set_epoch"):
@@ -124,8 +130,8 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
         bar = progress_bar(len(phase.loader), f"{phase.name} {epoch + 1}/{epochs}", ctx.progress)
         for i, (inputs, targets) in enumerate(phase.loader):
             lr = phase.base_lr * phase.schedule.factor(step)
-            inputs = prepare_batch(inputs, device)
-            if phase.shard and ddp.active():
+            inputs, targets = prepare_batch(inputs, device), targets.to(device, non_blocking=True)
+            if slice_batches:
                 inputs, targets = ddp.shard(inputs, targets)
             if graphed is not None:
                 loss, output = graphed(inputs, targets, lr)
@@ -218,9 +224,19 @@ def predict(forward: Callable, x: torch.Tensor, normalize: Callable, device: tor
     """``forward`` over uint8 images ``x`` in batches, outputs concatenated on the CPU per key
     along dim 0, so every output must be batch-first (a tensor output is returned as
     ``logits``); floating outputs as float32."""
+    batches = (normalize(x[start : start + batch_size].to(device)) for start in range(0, len(x), batch_size))
+    return predict_batches(forward, batches, device)
+
+
+@torch.no_grad()
+def predict_batches(forward: Callable, batches, device: torch.device) -> dict[str, torch.Tensor]:
+    """``predict`` over an iterable of ready (normalised) input batches, e.g. a DataLoader's
+    images (``(inputs, targets)`` pairs are taken for their inputs)."""
     parts: dict[str, list] = {}
-    for start in range(0, len(x), batch_size):
-        batch = prepare_batch(normalize(x[start : start + batch_size].to(device)), device)
+    for batch in batches:
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        batch = prepare_batch(batch, device)
         with autocast(device):
             out = forward(batch)
         for key, value in (out if isinstance(out, dict) else {"logits": out}).items():

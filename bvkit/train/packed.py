@@ -96,6 +96,8 @@ def train_packed(
     if not packable(recipe):
         raise BvkitError(f"method {recipe.name!r} cannot be packed (second stages, a teacher or model {recipe.model})")
     data = _load_data(dataset, imbalance, data_root, n_max)
+    if not hasattr(data, "pool"):
+        raise BvkitError(f"the packed engine trains data held on the device (cifar10-lt, ...), not {data.name}")
     device = resolve_device(device)
     splits = []
     for member in members:

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # One GPU session for issues 5 and 8 (nothing to install; about 8 minutes on one H100/H200):
 #   1. decode CIFAR-10 from the carried .gpu-data/cifar10_jpeg_bytes.npz (make_cifar10.py logic)
-#   2. CIFAR-10-LT IF=100, RIDE-3 at the published 200-epoch recipe, alone on the GPU (timed)
-#   3. bench_train.py: K = 1, 4, 8, 10, 16 packed ResNet-32 and RIDE-3, CUDA graphs; eager K = 1, 10
-#   4. the CUDA tests: graphed training steps against eager ones (tests/train/test_graphs.py)
-#   5. CE and LDAM-DRW (200 epochs) and a D = 10 CE study (packed 10) together on the GPU
+#   2. ride: CIFAR-10-LT IF=100, RIDE-3 at the published 200-epoch recipe, alone on the GPU (timed)
+#   3. bench: bench_train.py, K = 1, 4, 8, 10, 16 packed ResNet-32 and RIDE-3, CUDA graphs; eager K = 1, 10
+#   4. tests: graphed training steps against eager ones (tests/train/test_graphs.py)
+#   5. baselines: LDAM-DRW and CE (200 epochs), each alone
+#   5b. study: a D = 10 CE study (packed 10), only when STEPS names it (it needs a call of its own)
 #   6. collect: runs.json (every run's metrics) and runs.tar.gz (metrics, history, predictions, logs)
 # Every step is capped by what is left of BUDGET seconds, so the results always come back.
 # Results under $OUT (default ./gpu-out), at most 8 files. Run from the repository root:
@@ -21,6 +22,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export BVKIT_DATA="${BVKIT_DATA:-$WORK/data}"
 BUDGET=${BUDGET:-500}
+STEPS=${STEPS:-ride bench tests baselines}  # and "study" (a call of its own: STEPS=study)
 START=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 cap() { local want=$1 reserve=$2 l; l=$(( $(left) - reserve )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
@@ -54,31 +56,44 @@ else
   SETTINGS=""
 fi
 
-# --- 2. RIDE-3, 200 epochs, alone ------------------------------------------------------------
+want() { [[ " $STEPS " == *" $1 "* ]]; }
 repro() {  # method, cap seconds
   mkdir -p "$WORK/repro/$1"
   timeout "$2" $PY experiments/gpu/repro.py "$1" "$WORK/repro/$1" $SETTINGS > "$WORK/repro/$1/run.log" 2>&1
   log "$1: $(tail -n 1 "$WORK/repro/$1/run.log")"
 }
-log "RIDE-3 alone (cap $(cap 170 300)s)"
-repro ride "$(cap 170 300)"
 
-# --- 3. throughput ---------------------------------------------------------------------------
-timeout "$(cap 80 220)" $PY experiments/bench_train.py --device $DEVICE $BENCH --graphs \
-    --out "$OUT/bench_train_${DEVICE}_graphs.txt" 2>&1 | tail -n 14 | tee -a "$OUT/run.log"
-timeout "$(cap 30 190)" $PY experiments/bench_train.py --device $DEVICE ${BENCH/--ks 1,4,8,10,16/--ks $EAGER_KS} \
-    --out "$OUT/bench_train_${DEVICE}_eager.txt" 2>&1 | tail -n 8 | tee -a "$OUT/run.log"
+# --- 2. RIDE-3, 200 epochs, alone (H100, 2026-11-27: 128.5 s training, 143 s wall) ----------
+if want ride; then
+  log "RIDE-3 alone (cap $(cap 170 300)s)"
+  repro ride "$(cap 170 300)"
+fi
 
-# --- 4. CUDA tests: graphed steps against eager ones -----------------------------------------
-log "tests: $(timeout "$(cap 50 150)" $PY -m pytest -q -p no:cacheprovider tests/train/test_graphs.py > "$OUT/pytest_cuda.txt" 2>&1; tail -n 1 "$OUT/pytest_cuda.txt")"
+# --- 3. throughput (H100: about 100 s for both tables) ---------------------------------------
+if want bench; then
+  timeout "$(cap 80 220)" $PY experiments/bench_train.py --device $DEVICE $BENCH --graphs \
+      --out "$OUT/bench_train_${DEVICE}_graphs.txt" 2>&1 | tail -n 14 | tee -a "$OUT/run.log"
+  timeout "$(cap 30 190)" $PY experiments/bench_train.py --device $DEVICE ${BENCH/--ks 1,4,8,10,16/--ks $EAGER_KS} \
+      --out "$OUT/bench_train_${DEVICE}_eager.txt" 2>&1 | tail -n 8 | tee -a "$OUT/run.log"
+fi
 
-# --- 5. CE, LDAM-DRW and a packed D = 10 CE study, together ---------------------------------
-CAP=$(cap 400 25)
-log "CE, LDAM-DRW and the D = 10 CE study together (cap ${CAP}s)"
-repro ce "$CAP" &
-repro ldam-drw "$CAP" &
-mkdir -p "$WORK/ce_d10"
-cat > "$WORK/ce_d10/ce_d10.toml" <<TOML
+# --- 4. CUDA tests: graphed steps against eager ones (H100: 18 s) ----------------------------
+if want tests; then
+  log "tests: $(timeout "$(cap 50 150)" $PY -m pytest -q -p no:cacheprovider tests/train/test_graphs.py > "$OUT/pytest_cuda.txt" 2>&1; tail -n 1 "$OUT/pytest_cuda.txt")"
+fi
+
+# --- 5. LDAM-DRW and CE, 200 epochs, each alone (H100: LDAM-DRW about 83 s of training) ------
+if want baselines; then
+  for METHOD in ldam-drw ce; do
+    log "$METHOD alone (cap $(cap 130 25)s)"
+    repro "$METHOD" "$(cap 130 25)"
+  done
+fi
+
+# --- 5b. a packed D = 10 CE study (about 250 s at the measured 100k model-img/s: its own call) -
+if want study; then
+  mkdir -p "$WORK/ce_d10"
+  cat > "$WORK/ce_d10/ce_d10.toml" <<TOML
 name = "ce-d10"
 [data]
 dataset = "cifar10-lt"
@@ -98,11 +113,11 @@ options = { "model_kwargs.blocks" = 1 }')
 name = "ce"
 method = "ce"
 TOML
-T0=$(date +%s)
-timeout "$CAP" $PY -m bvkit study run "$WORK/ce_d10/ce_d10.toml" --out "$WORK/ce_d10/study" > "$WORK/ce_d10/study.log" 2>&1
-RC=$?
-log "D = 10 CE study (packed 10, sharing the GPU with CE and LDAM-DRW): $(( $(date +%s) - T0 ))s wall-clock, exit $RC: $(tail -n 2 "$WORK/ce_d10/study.log" | tr '\n' ' ')"
-wait
+  T0=$(date +%s)
+  timeout "$(cap 450 25)" $PY -m bvkit study run "$WORK/ce_d10/ce_d10.toml" --out "$WORK/ce_d10/study" > "$WORK/ce_d10/study.log" 2>&1
+  RC=$?
+  log "D = 10 CE study (packed 10, alone): $(( $(date +%s) - T0 ))s wall-clock, exit $RC: $(tail -n 2 "$WORK/ce_d10/study.log" | tr '\n' ' ')"
+fi
 
 # --- 6. collect ------------------------------------------------------------------------------
 $PY experiments/gpu/collect.py "$WORK" "$OUT" 2>&1 | tee -a "$OUT/run.log"

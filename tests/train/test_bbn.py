@@ -4,14 +4,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, interrupt_after_checkpoint
 
 from bvkit.data import epoch_generator, normalize
 from bvkit.errors import BvkitError
 from bvkit.methods import create_method
 from bvkit.models import count_flops, create_model
 from bvkit.models.flops import layer_macs
-from bvkit.train import engine as engine_module
 from bvkit.train import train
 from bvkit.train.checkpoint import load_checkpoint
 from bvkit.train.procedures import bbn as bbn_module
@@ -184,16 +183,8 @@ def test_training_loss_goes_down_at_a_fixed_alpha(tiny_data, monkeypatch):
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(bbn_run_dir, tiny_data, tmp_path, monkeypatch):
     _, straight = bbn_run_dir
-    real_save = engine_module.save_checkpoint
-
-    def save_then_stop(path, **content):
-        real_save(path, **content)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train("bbn", tiny_data, out=tmp_path, device="cpu", seed=3, epochs=2, **TINY)
-    monkeypatch.undo()
+    interrupt_after_checkpoint(monkeypatch, lambda: train("bbn", tiny_data, out=tmp_path, device="cpu", seed=3,
+                                                          epochs=2, **TINY))
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
     resumed = train("bbn", tiny_data, out=tmp_path, device="cpu", seed=3, epochs=2, **TINY)
     for key, value in straight.model.state_dict().items():

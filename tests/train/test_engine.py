@@ -4,9 +4,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, interrupt_after_checkpoint
 
-from bvkit.train import engine as engine_module
 from bvkit.train import train, validation_split
 from bvkit.train.checkpoint import load_checkpoint
 
@@ -61,19 +60,9 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(method, overrides,
     straight = train(method, tiny_data, out=tmp_path / "straight", device="cpu", seed=3, **epochs)
 
     stop_epoch = 1 if method == "ce" else 3  # crt: stop inside the second stage
-    real_save = engine_module.save_checkpoint
-    saves = []
-
-    def save_then_stop(path, **content):
-        real_save(path, **content)
-        saves.append(content["epoch"])
-        if len(saves) == stop_epoch:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train(method, tiny_data, out=tmp_path / "resumed", device="cpu", seed=3, **epochs)
-    monkeypatch.undo()
+    interrupt_after_checkpoint(monkeypatch, lambda: train(method, tiny_data, out=tmp_path / "resumed", device="cpu",
+                                                          seed=3, **epochs),
+                               stop=lambda content, count: count == stop_epoch)
     resumed = train(method, tiny_data, out=tmp_path / "resumed", device="cpu", seed=3, **epochs)
 
     for key, value in straight.model.state_dict().items():

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import interrupt_after_checkpoint
 from PIL import Image
 
 from bvkit.cli import main
 from bvkit.data import load_benchmark
 from bvkit.methods import create_method
-from bvkit.train import engine as engine_module
 from bvkit.train import train
 from bvkit.train.run import prepare_data
 
@@ -120,16 +120,8 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(data_root, tmp_pat
     settings = {**TINY, "epochs": 2, "balanced": True}
     straight = train("ce", "imagenet-lt", data_root=data_root, out=tmp_path / "straight", device="cpu", seed=3,
                      **settings)
-    real_save = engine_module.save_checkpoint
-
-    def save_then_stop(path, **content):
-        real_save(path, **content)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train("ce", "imagenet-lt", data_root=data_root, out=tmp_path / "resumed", device="cpu", seed=3, **settings)
-    monkeypatch.undo()
+    interrupt_after_checkpoint(monkeypatch, lambda: train("ce", "imagenet-lt", data_root=data_root,
+                                                          out=tmp_path / "resumed", device="cpu", seed=3, **settings))
     resumed = train("ce", "imagenet-lt", data_root=data_root, out=tmp_path / "resumed", device="cpu", seed=3,
                     **settings)
     for key, value in straight.model.state_dict().items():

@@ -5,13 +5,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
+from conftest import TINY, interrupt_after_checkpoint
 
 from bvkit.data import long_tail_counts
 from bvkit.errors import BvkitError
 from bvkit.methods import create_method
 from bvkit.models import count_flops
-from bvkit.train import engine as engine_module
 from bvkit.train import train
 from bvkit.train.checkpoint import load_checkpoint
 from bvkit.train.procedures.lfme import (
@@ -178,17 +177,9 @@ def test_each_expert_trains_only_on_its_groups_images(lfme_run, tiny_data):
 
 def test_resume_of_the_student_equals_an_uninterrupted_run(lfme_run, tiny_data, tmp_path, monkeypatch):
     _, straight = lfme_run
-    real_save = engine_module.save_checkpoint
-
-    def save_then_stop(path, **content):
-        real_save(path, **content)
-        if content["stage_name"] == "lfme":  # the student's first epoch, after all three experts
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train("lfme", tiny_data, out=tmp_path, device="cpu", epochs=2, seed=3, **TINY)
-    monkeypatch.undo()
+    interrupt_after_checkpoint(  # the student's first epoch, after all three experts
+        monkeypatch, lambda: train("lfme", tiny_data, out=tmp_path, device="cpu", epochs=2, seed=3, **TINY),
+        stop=lambda content, count: content["stage_name"] == "lfme")
     assert set(load_checkpoint(tmp_path / "checkpoint.pt")["loss"]) >= {"ranks", "expert_accuracy", "student_accuracy"}
     resumed = train("lfme", tiny_data, out=tmp_path, device="cpu", epochs=2, seed=3, **TINY)
 

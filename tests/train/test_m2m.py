@@ -4,13 +4,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, interrupt_after_checkpoint
 from torch import nn
 
 from bvkit.data import DeviceLoader, normalize
 from bvkit.methods import create_method
 from bvkit.models import count_flops, create_model
-from bvkit.train import engine as engine_module
 from bvkit.train import train
 from bvkit.train.procedures.m2m import (
     M2mLoader,
@@ -173,19 +172,9 @@ def test_train_writes_metrics_with_resnet_mflops_and_generation_stats(straight_r
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(straight_run, tiny_data, tmp_path, monkeypatch):
-    real_save = engine_module.save_checkpoint
-    saves = []
-
-    def save_then_stop(path, **content):
-        real_save(path, **content)
-        saves.append(content["epoch"])
-        if len(saves) == 3:  # g's two epochs, then f's first
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train("m2m", tiny_data, out=tmp_path, device="cpu", seed=3, **GENERATING)
-    monkeypatch.undo()
+    interrupt_after_checkpoint(  # g's two epochs, then f's first
+        monkeypatch, lambda: train("m2m", tiny_data, out=tmp_path, device="cpu", seed=3, **GENERATING),
+        stop=lambda content, count: count == 3)
     resumed = train("m2m", tiny_data, out=tmp_path, device="cpu", seed=3, **GENERATING)
 
     for key, value in straight_run.model.state_dict().items():

@@ -3,14 +3,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, interrupt_after_checkpoint
 
 from bvkit.data import normalize
 from bvkit.errors import BvkitError
 from bvkit.methods import create_method
 from bvkit.models import count_flops, create_model
 from bvkit.models.oltr import CosNormClassifier, ModulatedAttention
-from bvkit.train import engine as engine_module
 from bvkit.train import train, validation_split
 from bvkit.train.checkpoint import load_checkpoint
 from bvkit.train.procedures import oltr as oltr_module
@@ -208,19 +207,9 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(tiny_data, tmp_pat
     settings = {"epochs": 2, **TINY, "procedure_kwargs.stage2_epochs": 200}  # stage two: 2 epochs
     straight = train("oltr", tiny_data, out=tmp_path / "straight", device="cpu", seed=3, **settings)
 
-    real_save = engine_module.save_checkpoint
-    saves = []
-
-    def save_then_stop(path, **content):
-        real_save(path, **content)
-        saves.append(content["epoch"])
-        if len(saves) == 3:  # stage one's two epochs, then stage two's first
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(engine_module, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        train("oltr", tiny_data, out=tmp_path / "resumed", device="cpu", seed=3, **settings)
-    monkeypatch.undo()
+    interrupt_after_checkpoint(  # stage one's two epochs, then stage two's first
+        monkeypatch, lambda: train("oltr", tiny_data, out=tmp_path / "resumed", device="cpu", seed=3, **settings),
+        stop=lambda content, count: count == 3)
 
     def no_recompute(*args):
         raise AssertionError("a resumed stage two recomputed the centroids")

@@ -52,3 +52,21 @@ def test_tiny_real_study_trains_gathers_and_caches(tmp_path, monkeypatch):
     histories = [pd.read_csv(out / "runs" / r / "history.csv") for r in metrics["run_id"][metrics["method"] == "ce"]]
     assert not histories[0]["loss"].equals(histories[1]["loss"])
     assert run_study(spec, out, log=None) == {"cached": 4, "ran": 0, "failed": 0}
+
+
+def test_the_papers_other_baselines_run_as_study_methods(tmp_path, monkeypatch):
+    """BBN and LFME train through their own procedures inside a study, each run on its own
+    subset, and their predictions decompose like any other method's."""
+    pytest.importorskip("torch")
+    monkeypatch.delenv("BVKIT_STUDY_RUNNER", raising=False)
+    head, _, _ = SPEC.partition("[[methods]]")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(head + '[[methods]]\nname = "bbn"\nmethod = "bbn"\n[[methods]]\nname = "lfme"\nmethod = "lfme"\n')
+    out = tmp_path / "study"
+    assert run_study(spec, out, log=None) == {"cached": 0, "ran": 4, "failed": 0}
+    study = load_study(out)
+    assert set(study.metrics["method"]) == {"bbn", "lfme"}
+    per_split = study.decompose(loss="squared").per_split
+    assert set(per_split["method"]) == {"bbn", "lfme"}
+    assert np.allclose(per_split["error"], per_split["bias"] + per_split["variance"], equal_nan=True)
+    assert per_split["error"].notna().any()

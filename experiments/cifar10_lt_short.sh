@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # CIFAR-10-LT (IF=100), ResNet-32 family: one short schedule for ce, ldam-drw and ride (3 experts),
-# run one after the other on the CPU. The 200-epoch recipe's milestones scale with --epochs
+# run one after the other on the CPU; METHODS="bbn oltr lfme m2m" runs the paper's other
+# baselines instead. The 200-epoch recipe's milestones scale with --epochs
 # (bvkit.train.schedule.scale_epoch): for EPOCHS=8, warm-up 1 epoch, lr x0.01 from epoch 7
 # and x0.0001 from epoch 8 (1-based), DRW and RIDE's class-wise temperature from epoch 7.
 #
 #   EPOCHS=8 nohup experiments/cifar10_lt_short.sh > /dev/null 2>&1 &
+#   METHODS="bbn oltr" EPOCHS=8 nohup experiments/cifar10_lt_short.sh > /dev/null 2>&1 &
 #
 # Logs (one line per epoch) and each run's metrics.json / history.csv land in
 # experiments/results/; checkpoints and predictions in runs/cifar10_lt_short/METHOD/ (ignored).
@@ -29,7 +31,7 @@ train() {  # method, extra args...
     >> "$RESULTS/cifar10_lt_short_${method}.log" 2>&1
 }
 
-for method in ce ldam-drw ride; do
+for method in ${METHODS:-ce ldam-drw ride}; do
   extra=()
   [[ $method == ride ]] && extra=(--experts 3)
   echo "[$(date -u +%FT%TZ)] start $method (epochs $EPOCHS)" >> "$RESULTS/cifar10_lt_short.log"

@@ -6,6 +6,7 @@
 #   4. tests: graphed training steps against eager ones (tests/train/test_graphs.py)
 #   5. baselines: LDAM-DRW and CE (200 epochs), each alone
 #   5b. study: a D = 10 CE study (packed 10), only when STEPS names it (it needs a call of its own)
+#   5c. others: BBN, OLTR, LFME, M2m at their 200-epoch recipes, only when STEPS names it
 #   6. collect: runs.json (every run's metrics) and runs.tar.gz (metrics, history, predictions, logs)
 # Every step is capped by what is left of BUDGET seconds, so the results always come back.
 # Results under $OUT (default ./gpu-out), at most 8 files. Run from the repository root:
@@ -22,7 +23,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export BVKIT_DATA="${BVKIT_DATA:-$WORK/data}"
 BUDGET=${BUDGET:-500}
-STEPS=${STEPS:-ride bench tests baselines}  # and "study" (a call of its own: STEPS=study)
+STEPS=${STEPS:-ride bench tests baselines}  # also "study", "others" (calls of their own)
 START=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 cap() { local want=$1 reserve=$2 l; l=$(( $(left) - reserve )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
@@ -87,6 +88,16 @@ if want baselines; then
   for METHOD in ldam-drw ce; do
     log "$METHOD alone (cap $(cap 130 25)s)"
     repro "$METHOD" "$(cap 130 25)"
+  done
+fi
+
+# --- 5c. the paper's other baselines at their full recipes, each alone (only when STEPS names
+#     "others"; untimed on a GPU so far: BBN is about 2 CE runs, OLTR 1.5, LFME 2.3, M2m's
+#     40 generating epochs far more) -----------------------------------------------------------
+if want others; then
+  for METHOD in bbn oltr lfme m2m; do
+    log "$METHOD alone (cap $(cap 400 25)s)"
+    repro "$METHOD" "$(cap 400 25)"
   done
 fi
 

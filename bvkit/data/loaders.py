@@ -149,7 +149,29 @@ def balanced_indices(labels: torch.Tensor, n: int, generator=None) -> torch.Tens
     return order[starts[pick] + offset]
 
 
-class DeviceLoader:
+class EpochOrder:
+    """The epoch order both loaders share: ``len(labels)`` samples per epoch, shuffled,
+    class-balanced (:func:`balanced_indices`) or in order, drawn from the ``(seed, epoch)``
+    generator and cut into batches of ``batch_size``. Subclasses set ``labels``, ``batch_size``,
+    ``shuffle``, ``balanced``, ``drop_last``, ``seed`` and ``epoch``."""
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.labels)
+        if self.balanced:
+            return balanced_indices(self.labels, n, generator)
+        if self.shuffle:
+            return torch.randperm(n, generator=generator)
+        return torch.arange(n)
+
+
+class DeviceLoader(EpochOrder):
     """Batches ``(inputs float, targets int64)`` from a uint8 dataset held on its device.
 
     The order and augmentation of epoch ``e`` depend only on ``(seed, e)``; ``set_epoch``
@@ -171,22 +193,8 @@ class DeviceLoader:
         self.shuffle, self.drop_last, self.balanced = shuffle, drop_last, balanced
         self.augment, self.seed = augment, seed
         self.mean, self.std = tuple(mean), tuple(std)
+        self.labels = self.y  # what class-balanced sampling balances (the targets by default)
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        n = len(self.y)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
-        n = len(self.y)
-        if self.balanced:
-            return balanced_indices(self.y, n, generator)
-        if self.shuffle:
-            return torch.randperm(n, generator=generator)
-        return torch.arange(n)
 
     def plan(self, epoch: int | None = None) -> "EpochPlan":
         """Epoch ``epoch``'s order and augmentation parameters, drawn up front (default: the
@@ -318,7 +326,7 @@ class BalancedSampler(torch.utils.data.Sampler):
         return iter(balanced_indices(self.labels, self.num_samples, generator).tolist())
 
 
-class EpochBatchSampler(torch.utils.data.Sampler):
+class EpochBatchSampler(EpochOrder, torch.utils.data.Sampler):
     """Batches of ``(epoch, index)`` keys: epoch ``e``'s order (shuffled, class-balanced as
     :func:`balanced_indices`, or in order) depends only on ``(seed, e)``, as ``DeviceLoader``'s.
 
@@ -336,21 +344,6 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         self.batch_size, self.shuffle, self.balanced = int(batch_size), shuffle, balanced
         self.drop_last, self.seed, self.rank, self.world_size = drop_last, seed, int(rank), int(world_size)
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        n = len(self.labels)
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
-        n = len(self.labels)
-        if self.balanced:
-            return balanced_indices(self.labels, n, generator)
-        if self.shuffle:
-            return torch.randperm(n, generator=generator)
-        return torch.arange(n)
 
     def __iter__(self):
         epoch = self.epoch

@@ -49,10 +49,10 @@ class ReversedLoader(DeviceLoader):
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, **kwargs):
         super().__init__(x, y, batch_size, **kwargs)
-        self.labels = y.cpu()  # the sampler draws on the CPU: read the labels back once
+        self.cpu_labels = y.cpu()  # the sampler draws on the CPU: read the labels back once
 
     def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
-        return reversed_indices(self.labels, len(self.labels), generator)
+        return reversed_indices(self.cpu_labels, len(self.cpu_labels), generator)
 
 
 class BilateralLoader:

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bvkit.data import DeviceLoader, ImageSet, balanced_indices, shot_splits
+from bvkit.data import DeviceLoader, ImageSet, shot_splits
 from bvkit.errors import BvkitError
 from bvkit.train.engine import Phase, derive_seed, freeze, make_optimizer, predict, recipe_schedule
 from bvkit.train.metrics import per_class_accuracy
@@ -121,12 +121,7 @@ class PositionLoader(DeviceLoader):
         drop_last = len(y) % batch_size == 1  # a last batch of one image breaks train-mode BatchNorm
         super().__init__(x, torch.arange(len(y), device=y.device), batch_size, shuffle=True,
                          drop_last=drop_last, balanced=balanced, augment=augment, seed=seed)
-        self.labels = y
-
-    def epoch_indices(self, generator: torch.Generator) -> torch.Tensor:
-        if self.balanced:
-            return balanced_indices(self.labels, len(self.labels), generator)
-        return super().epoch_indices(generator)
+        self.labels = y  # class-balanced sampling balances the labels, not the positions
 
     def __iter__(self):
         for inputs, positions in super().__iter__():

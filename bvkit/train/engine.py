@@ -27,6 +27,7 @@ from bvkit.errors import BvkitError
 from bvkit.methods import Recipe
 from bvkit.train import ddp
 from bvkit.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from bvkit.train.graphs import graphed_step
 from bvkit.train.progress import progress_bar
 from bvkit.train.schedule import Schedule, ride_schedule, scale_epoch
 
@@ -115,7 +116,8 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
     """Train ``phase`` from ``start_epoch`` to ``epochs``, checkpointing after every epoch."""
     device = ctx.device
     step = start_epoch * len(phase.loader)
-    graphed = _graphed_step(phase, ctx)
+    graphed = graphed_step(phase.forward, phase.loss, phase.optimizer, device, enabled=ctx.cuda_graphs,
+                           name=phase.name, log=ctx.log if ddp.is_main() else None)
     # a sharded loader (file lists under DDP) already yields this rank's slice of each batch
     slice_batches = phase.shard and ddp.active() and not getattr(phase.loader, "sharded", False)
     for epoch in range(start_epoch, epochs):
@@ -192,23 +194,6 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
 
     if graphed is not None:
         graphed.restore()
-
-
-def _graphed_step(phase: Phase, ctx: LoopContext):
-    """A :class:`bvkit.train.graphs.GraphedStep` for ``phase`` when CUDA graphs apply, else None."""
-    if ctx.device.type != "cuda":
-        return None
-    torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest kernels once
-    if not ctx.cuda_graphs:
-        return None
-    from bvkit.train.graphs import GraphedStep, reason_not_graphable
-
-    reason = reason_not_graphable(phase.loss, phase.optimizer, ctx.device)
-    if reason is not None:
-        if ctx.log is not None and ddp.is_main():
-            ctx.log(f"{phase.name}: no CUDA graph ({reason})")
-        return None
-    return GraphedStep(phase.forward, phase.loss, phase.optimizer, ctx.device, log=ctx.log)
 
 
 def format_record(record: EpochRecord, epochs: int) -> str:

@@ -36,6 +36,24 @@ def reason_not_graphable(loss, optimizer, device: torch.device) -> str | None:
     return None
 
 
+def graphed_step(forward, loss, optimizer, device: torch.device, *, enabled: bool = True, name: str = "step",
+                 log=None) -> "GraphedStep | None":
+    """A :class:`GraphedStep` where CUDA graphs apply (``reason_not_graphable`` says why not,
+    through ``log``), else None for the eager loop. On CUDA it also turns cuDNN's autotuning on:
+    the batch shapes are fixed, so each kernel choice is made once."""
+    if device.type != "cuda":
+        return None
+    torch.backends.cudnn.benchmark = True
+    if not enabled:
+        return None
+    reason = reason_not_graphable(loss, optimizer, device)
+    if reason is not None:
+        if log is not None:
+            log(f"{name}: no CUDA graph ({reason})")
+        return None
+    return GraphedStep(forward, loss, optimizer, device, log=log)
+
+
 def autocast_uncached(device: torch.device):
     """bf16 autocast without its weight-cast cache (a cache entry must not outlive a capture)."""
     return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)

@@ -44,6 +44,7 @@ from bvkit.train.engine import (
     recipe_schedule,
     resolve_device,
 )
+from bvkit.train.graphs import graphed_step
 from bvkit.train.progress import progress_bar
 
 
@@ -150,7 +151,7 @@ def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log,
     schedule = recipe_schedule(recipe, len(loaders[0]))
     forward = torch.compile(packed) if compile and device.type == "cuda" else packed
     pack_loss = PackLoss(packed, losses)
-    graphed = _graphed_step(forward, pack_loss, optimizer, device, log) if not compile else None
+    graphed = graphed_step(forward, pack_loss, optimizer, device, enabled=not compile, name="packed runs", log=log)
     histories: list[list] = [[] for _ in members]
     normalizers = [_normalizer(aug) for aug in augments]
     step = 0
@@ -224,20 +225,6 @@ class PackLoss(torch.nn.Module):
     def forward(self, output, targets):
         return torch.stack([loss(self.packed.model_output(output, k), targets[k])
                             for k, loss in enumerate(self.losses)])
-
-
-def _graphed_step(forward, loss, optimizer, device, log):
-    if device.type != "cuda":
-        return None
-    from bvkit.train.graphs import GraphedStep, reason_not_graphable
-
-    torch.backends.cudnn.benchmark = True
-    reason = reason_not_graphable(loss, optimizer, device)
-    if reason is not None:
-        if log is not None:
-            log(f"packed runs: no CUDA graph ({reason})")
-        return None
-    return GraphedStep(forward, loss, optimizer, device, log=log)
 
 
 def _finish_member(recipe, packed, k, model, split, val_set, normalizer, history, member, device,

@@ -115,6 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
 
+    from bvkit.train import ddp
     from bvkit.train.run import train
 
     result = train(
@@ -133,6 +134,7 @@ def run_train(args: argparse.Namespace) -> int:
         cuda_graphs=not args.no_cuda_graphs,
         workers=args.workers,
     )
+    ddp.shutdown()  # under torchrun: all ranks leave the process group before the interpreter exits
     if int(os.environ.get("RANK", "0")) == 0:
         print(format_summary(result.metrics))
     return 0

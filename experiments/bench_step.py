@@ -6,7 +6,7 @@ of 128 random 32x32 images, 100 classes. Variants:
   reference     plain PyTorch ResNet-32 (written out below, independent of bvkit), NCHW fp32, CE
   bvkit-r32     bvkit's resnet32 (channels_last by default), CE
   ride          bvkit's RIDE-3 ResNet-32 as created by default (fused expert weights,
-                channels_last, expert_mode "auto": "split" on 1 CPU thread, else "grouped"),
+                channels_last, expert_mode "auto": "split" on CPU, "grouped" on GPU),
                 full RIDE loss (LDAM-DRW per expert + diversity KL, past the DRW epoch)
   ride-grouped  expert_mode "grouped": all experts' layers as one grouped conv / BN each
   ride-split    expert_mode "split": experts one after the other through weight slices

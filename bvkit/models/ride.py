@@ -10,11 +10,11 @@ matmul. ``fused=False`` keeps ``n`` separate branches (the reference code's layo
 Execution of a fused model (``expert_mode``, same weights and numbers either way):
 ``"grouped"`` runs every layer of all experts as one grouped conv / one BN;
 ``"split"`` runs the experts one after the other on their own tensors through slices of the
-stacked weights. On one CPU thread oneDNN's grouped convs at 24 channels per group are slower
-than separate convs, so "split" wins there; with two threads on a busy machine the fewer,
-larger grouped ops fared better; on a GPU "grouped" launches one kernel per layer instead of n.
-``"auto"`` (default) picks "split" on a single-threaded CPU and "grouped" otherwise (measured
-in ``experiments/bench_step.py``). Models are built channels_last by default: on CPU that is much
+stacked weights. oneDNN's grouped convs at 24 or 48 channels per group are slower than separate
+convs on CPU (forward + backward of the 24-channel layer at batch 128: 34 against 21 ms on two
+threads), so "split" wins there; on a GPU "grouped" launches one kernel per layer instead of n.
+``"auto"`` (default) picks "split" on CPU and "grouped" otherwise (measured in
+``experiments/bench_step.py``: RIDE-3 step 0.78x against 0.68x the reference on two threads). Models are built channels_last by default: on CPU that is much
 faster for these small-channel convs (inputs may stay NCHW; outputs are the same).
 """
 
@@ -103,7 +103,7 @@ class RideNet(nn.Module):
 
     def _split(self, device: torch.device) -> bool:
         if self.expert_mode == "auto":
-            return device.type == "cpu" and torch.get_num_threads() == 1
+            return device.type == "cpu"
         return self.expert_mode == "split"
 
     @property

@@ -197,15 +197,10 @@ def test_expert_modes_agree_and_validate():
     with pytest.raises(BvkitError):
         model.expert_mode = "parallel"
     model.expert_mode = "auto"
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        assert model._split(torch.device("cpu"))
-        torch.set_num_threads(2)
-        assert not model._split(torch.device("cpu"))
-    finally:
-        torch.set_num_threads(threads)
-    assert not model._split(torch.device("meta"))
+    assert model._split(torch.device("cpu"))  # on any number of CPU threads
+    assert not model._split(torch.device("meta"))  # stands in for a GPU: grouped
+    model.expert_mode = "grouped"
+    assert not model._split(torch.device("cpu"))
 
 
 def test_registry():

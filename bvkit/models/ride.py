@@ -14,8 +14,9 @@ stacked weights. oneDNN's grouped convs at 24 or 48 channels per group are slowe
 convs on CPU (forward + backward of the 24-channel layer at batch 128: 34 against 21 ms on two
 threads), so "split" wins there; on a GPU "grouped" launches one kernel per layer instead of n.
 ``"auto"`` (default) picks "split" on CPU and "grouped" otherwise (measured in
-``experiments/bench_step.py``: RIDE-3 step 0.78x against 0.68x the reference on two threads). Models are built channels_last by default: on CPU that is much
-faster for these small-channel convs (inputs may stay NCHW; outputs are the same).
+``experiments/bench_step.py``: the RIDE-3 step at 0.78x against 0.68x the reference on two
+threads). Models are built channels_last by default: on CPU that is much faster for these
+small-channel convs (inputs may stay NCHW; outputs are the same).
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ Execution of a fused model (``expert_mode``, same weights and numbers either way
 ``"grouped"`` runs every layer of all experts as one grouped conv / one BN;
 ``"split"`` runs the experts one after the other on their own tensors through slices of the
 stacked weights. oneDNN's grouped convs at 24 or 48 channels per group are slower than separate
-convs on CPU (forward + backward of the 24-channel layer at batch 128: 34 against 21 ms on two
-threads), so "split" wins there; on a GPU "grouped" launches one kernel per layer instead of n.
+convs on CPU (forward + backward of the 24-channel layer at batch 128: 28 against 21 ms on two
+threads, ``experiments/bench_expert_convs.py``), so "split" wins there; on a GPU "grouped"
+launches one kernel per layer instead of n.
 ``"auto"`` (default) picks "split" on CPU and "grouped" otherwise (measured in
 ``experiments/bench_step.py``: the RIDE-3 step at 0.78x against 0.68x the reference on two
 threads). Models are built channels_last by default: on CPU that is much faster for these

@@ -1,6 +1,10 @@
-"""Long-tailed class-count profiles and shot splits (RIDE.md section 1).
+"""Long-tailed class-count profiles and shot splits: the analysis vocabulary
+(``docs/subsets.md``).
 
-Pure numpy: usable without torch and without any data on disk.
+Pure numpy: usable without torch and without any data on disk. Every layer takes the split
+names, the default thresholds and the rule that a split's value is the mean of its classes'
+values from here, so the training metrics, the decomposition and the report agree by
+construction.
 """
 
 from __future__ import annotations
@@ -10,6 +14,10 @@ import numpy as np
 from bvkit.errors import BvkitError
 
 SPLITS = ("many", "medium", "few")
+ALL = "all"
+SPLITS_WITH_ALL = (*SPLITS, ALL)
+MANY_SHOT = 100  # a class with more training images than this is many-shot
+FEW_SHOT = 20  # a class with fewer training images than this is few-shot
 PROFILES = ("exp", "step")
 
 
@@ -47,7 +55,7 @@ def long_tail_counts(n_max: int, n_classes: int, imbalance: float, profile: str 
     return counts
 
 
-def shot_splits(train_counts, many: int = 100, few: int = 20) -> np.ndarray:
+def shot_splits(train_counts, many: int = MANY_SHOT, few: int = FEW_SHOT) -> np.ndarray:
     """Shot split of each class from its training count: many ``n > many``,
     few ``n < few``, medium otherwise."""
     counts = np.asarray(train_counts)
@@ -70,3 +78,19 @@ def split_sizes(splits) -> dict[str, int]:
 def empty_splits(splits) -> list[str]:
     """The shot splits with no class (e.g. "medium" for CIFAR-10-LT at IF=100)."""
     return [name for name, size in split_sizes(splits).items() if size == 0]
+
+
+def split_means(class_values, class_split) -> dict[str, float | None]:
+    """``{"all", "many", "medium", "few"}`` -> the mean of the classes' values (NaN classes,
+    those without test samples, left out); ``None`` for a split with no such class."""
+    values = np.asarray(class_values, dtype=float)
+    class_split = np.asarray(class_split)
+    result = {ALL: _nanmean(values)}
+    for split in SPLITS:
+        result[split] = _nanmean(values[class_split == split])
+    return result
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    values = values[~np.isnan(values)]
+    return float(values.mean()) if values.size else None

@@ -146,7 +146,7 @@ class Study:
     """A study directory read back: ``metrics`` (one row per run), ``predictions``, ``decompose``."""
 
     def __init__(self, path: str | Path):
-        from bvkit.study.runner import spec_of
+        from bvkit.study.spec import spec_of
 
         self.path = Path(path)
         self.spec = spec_of(self.path)

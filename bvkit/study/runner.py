@@ -31,7 +31,7 @@ import numpy as np
 from bvkit.errors import BvkitError
 from bvkit.study import store
 from bvkit.study.backends import check_backend, dispatch
-from bvkit.study.spec import StudySpec, load_spec, parse_spec
+from bvkit.study.spec import StudySpec, load_spec, parse_spec, spec_of
 
 DEFAULT_RUN_FUNCTION = "bvkit.study.runner:train_subset"
 RUNNER_ENV = "BVKIT_STUDY_RUNNER"
@@ -501,13 +501,6 @@ def _log_outcome(log, outcome: Outcome, done: int, total: int) -> None:
     what = {"ran": f"trained in {outcome.seconds:.1f} s", "cached": "done by another process",
             "failed": f"FAILED: {outcome.error}"}[outcome.status]
     log(f"[{done}/{total}] {outcome.label} subset {outcome.subset}: {what}")
-
-
-def spec_of(study_dir: str | Path) -> StudySpec:
-    path = Path(study_dir) / "spec.toml"
-    if not path.is_file():
-        raise BvkitError(f"{study_dir}: not a study directory (no spec.toml)")
-    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))
 
 
 def planned_runs(study_dir: str | Path) -> tuple[StudySpec, list[RunTask]]:

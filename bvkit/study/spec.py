@@ -372,3 +372,11 @@ def _known_datasets() -> list[str] | None:
     except ImportError:
         return None
     return list(list_datasets())
+
+
+def spec_of(study_dir: str | Path) -> StudySpec:
+    """The spec a study directory was run with (its ``spec.toml``)."""
+    path = Path(study_dir) / "spec.toml"
+    if not path.is_file():
+        raise BvkitError(f"{study_dir}: not a study directory (no spec.toml)")
+    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bvkit.errors import BvkitError
+from bvkit.registry import Registry
 
 # ---------------------------------------------------------------- per-class vectors (pure maths)
 
@@ -242,7 +243,7 @@ class RIDELoss(nn.Module):
         super().__init__()
         if diversity not in ("mean", "pairwise"):
             raise BvkitError(f"unknown diversity form {diversity!r} (expected 'mean' or 'pairwise')")
-        if base in ("ride", "ride-distill", "routing") or base not in _LOSSES:
+        if base not in LOSSES or not _on_logits(LOSSES.get(base)):
             raise BvkitError(f"unknown RIDE base loss {base!r}")
         reweight = base_kw.pop("reweight", "drw" if drw_epoch is not None else None)
         self.base = create_loss(base, class_counts, reweight=reweight,
@@ -359,25 +360,23 @@ class RoutingLoss(nn.Module):
 
 # ---------------------------------------------------------------- registry
 
-_LOSSES: dict[str, Callable[..., nn.Module]] = {}
+LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
 
 
-def register_loss(name: str, builder: Callable[..., nn.Module]) -> None:
-    _LOSSES[name] = builder
+def register_loss(name: str, builder: Callable[..., nn.Module], *, overwrite: bool = False) -> None:
+    """Make ``builder(class_counts, **kw) -> nn.Module`` the loss ``name``."""
+    LOSSES.register(name, builder, overwrite=overwrite)
 
 
 def list_losses(pattern: str = "*") -> list[str]:
-    import fnmatch
-
-    return sorted(name for name in _LOSSES if fnmatch.fnmatchcase(name, pattern))
+    return LOSSES.names(pattern)
 
 
 def create_loss(name: str, class_counts, **kw) -> nn.Module:
     """Build the loss registered as ``name`` for these ``class_counts``."""
-    if name not in _LOSSES:
-        raise BvkitError(f"unknown loss {name!r} (known: {', '.join(list_losses())})")
+    builder = LOSSES.get(name)
     try:
-        return _LOSSES[name](class_counts, **kw)
+        return builder(class_counts, **kw)
     except TypeError as err:
         raise BvkitError(f"bad arguments for loss {name!r}: {err}") from None
 
@@ -386,7 +385,13 @@ def _preset(cls, **defaults):
     def build(class_counts, **kw):
         return cls(class_counts, **{**defaults, **kw})
 
+    build.loss_class = cls
     return build
+
+
+def _on_logits(builder: Callable) -> bool:
+    """Whether a registered loss reads logits (B, C), so it can be RIDE's per-expert base."""
+    return issubclass(getattr(builder, "loss_class", LongTailLoss), LongTailLoss)
 
 
 register_loss("ce", _preset(CrossEntropyLoss))
@@ -396,6 +401,8 @@ register_loss("focal", _preset(FocalLoss))
 register_loss("cb-focal", _preset(FocalLoss, reweight="cb"))
 register_loss("ldam", _preset(LDAMLoss))
 register_loss("ldam-drw", _preset(LDAMLoss, reweight="drw"))
+# two published names of one loss: balanced softmax (Ren et al. 2020) is logit adjustment
+# (Menon et al. 2021) at tau = 1
 register_loss("balanced-softmax", _preset(LogitAdjustedLoss, tau=1.0))
 register_loss("logit-adjustment", _preset(LogitAdjustedLoss))
 register_loss("ride", _preset(RIDELoss))

@@ -13,6 +13,8 @@ import numpy as np
 from bvkit.data.file_lists import FILE_LIST_DATASETS, find_list_folder, parse_file_list
 from bvkit.data.long_tailed import dataset_spec, list_datasets
 from bvkit.data.profiles import (
+    FEW_SHOT,
+    MANY_SHOT,
     PROFILES,
     SPLITS,
     empty_splits,
@@ -36,8 +38,9 @@ def register(subparsers) -> None:
     describe.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor (default 100)")
     describe.add_argument("--profile", choices=PROFILES, default="exp")
     describe.add_argument("--n-max", type=int, default=None, help="head-class count (default: the benchmark's)")
-    describe.add_argument("--many", type=int, default=100, help="many-shot: count > MANY (default 100)")
-    describe.add_argument("--few", type=int, default=20, help="few-shot: count < FEW (default 20)")
+    describe.add_argument("--many", type=int, default=MANY_SHOT,
+                          help=f"many-shot: count > MANY (default {MANY_SHOT})")
+    describe.add_argument("--few", type=int, default=FEW_SHOT, help=f"few-shot: count < FEW (default {FEW_SHOT})")
     describe.add_argument("--list", dest="list_path", metavar="FILE",
                           help="describe the training list FILE ('relative/path label' per line)")
     describe.add_argument("--data-root", default=None, help="data root (default $BVKIT_DATA or the user cache)")
@@ -46,11 +49,11 @@ def register(subparsers) -> None:
 
 
 def describe_dataset(dataset: str, imbalance: float = 100.0, profile: str = "exp",
-                     many: int = 100, few: int = 20, root=None, n_max: int | None = None,
+                     many: int = MANY_SHOT, few: int = FEW_SHOT, root=None, n_max: int | None = None,
                      list_path=None) -> dict:
     """Counts, class names and shot splits of a long-tailed dataset (or of a file list)."""
     if list_path is None and dataset in FILE_LIST_DATASETS:  # imagenet-lt, inat2018: the training list
-        list_path = find_list_folder(dataset, root) / FILE_LIST_DATASETS[dataset].train
+        list_path = find_list_folder(dataset, root) / FILE_LIST_DATASETS.get(dataset).train
     if list_path is not None:
         _, labels = parse_file_list(list_path)
         counts = np.bincount(labels).astype(np.int64)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from bvkit.errors import BvkitError
+from bvkit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -121,17 +122,17 @@ class FileListSpec:
     val: str | None
 
 
-FILE_LIST_DATASETS = {
-    "imagenet-lt": FileListSpec("ImageNet_LT", "ImageNet_LT_train.txt", "ImageNet_LT_test.txt",
-                                "ImageNet_LT_val.txt"),
-    # iNat 2018 has train and val lists only; the official val list is the benchmark's test set
-    "inat2018": FileListSpec("iNaturalist18", "iNaturalist18_train.txt", "iNaturalist18_val.txt", None),
-}
+FILE_LIST_DATASETS: Registry[FileListSpec] = Registry("file-list dataset")
+FILE_LIST_DATASETS.register("imagenet-lt", FileListSpec(
+    "ImageNet_LT", "ImageNet_LT_train.txt", "ImageNet_LT_test.txt", "ImageNet_LT_val.txt"))
+# iNat 2018 has train and val lists only; the official val list is the benchmark's test set
+FILE_LIST_DATASETS.register("inat2018", FileListSpec(
+    "iNaturalist18", "iNaturalist18_train.txt", "iNaturalist18_val.txt", None))
 
 
-def list_benchmarks() -> list[str]:
+def list_benchmarks(pattern: str = "*") -> list[str]:
     """Names of the file-list benchmarks (``load_benchmark``)."""
-    return sorted(FILE_LIST_DATASETS)
+    return FILE_LIST_DATASETS.names(pattern)
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def find_list_folder(name: str, root=None) -> Path:
     """The folder holding ``name``'s training list: ``<root>/<folder>``, else ``<root>``."""
     from bvkit.data.sources import data_root
 
-    spec = FILE_LIST_DATASETS[name]
+    spec = FILE_LIST_DATASETS.get(name)
     base = data_root(root)
     for folder in (base / spec.folder, base):
         if (folder / spec.train).is_file():
@@ -169,9 +170,7 @@ def find_list_folder(name: str, root=None) -> Path:
 
 def load_benchmark(name: str, root=None) -> FileListBenchmark:
     """Read a file-list benchmark's lists (images stay on disk until read)."""
-    if name not in FILE_LIST_DATASETS:
-        raise BvkitError(f"unknown file-list dataset {name!r}; choose one of {', '.join(list_benchmarks())}")
-    spec = FILE_LIST_DATASETS[name]
+    spec = FILE_LIST_DATASETS.get(name)
     folder = find_list_folder(name, root)
     parts = {"train": spec.train, "val": spec.val, "test": spec.test}
     parsed = {part: parse_file_list(folder / file) for part, file in parts.items() if file is not None}

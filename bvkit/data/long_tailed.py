@@ -10,6 +10,7 @@ from bvkit.data.imageset import ImageSet
 from bvkit.data.profiles import long_tail_counts, shot_splits
 from bvkit.data.sources import load_source
 from bvkit.errors import BvkitError
+from bvkit.registry import Registry
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -28,26 +29,21 @@ class LongTailedSpec:
     std: tuple[float, ...] | None
 
 
-DATASETS = {
-    "cifar10-lt": LongTailedSpec("cifar10", 5000, 10, CIFAR_MEAN, CIFAR_STD),
-    "cifar100-lt": LongTailedSpec("cifar100", 500, 100, CIFAR_MEAN, CIFAR_STD),
-    "fashion-mnist-lt": LongTailedSpec("fashion-mnist", 6000, 10, FASHION_MNIST_MEAN,
-                                       FASHION_MNIST_STD),
-    "synthetic-lt": LongTailedSpec("synthetic", 500, 10, None, None),
-}
+DATASETS: Registry[LongTailedSpec] = Registry("dataset")
+DATASETS.register("cifar10-lt", LongTailedSpec("cifar10", 5000, 10, CIFAR_MEAN, CIFAR_STD))
+DATASETS.register("cifar100-lt", LongTailedSpec("cifar100", 500, 100, CIFAR_MEAN, CIFAR_STD))
+DATASETS.register("fashion-mnist-lt", LongTailedSpec("fashion-mnist", 6000, 10, FASHION_MNIST_MEAN,
+                                                     FASHION_MNIST_STD))
+DATASETS.register("synthetic-lt", LongTailedSpec("synthetic", 500, 10, None, None))
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
-    """Names ``make_long_tailed`` accepts, filtered by a shell-style pattern."""
-    from fnmatch import fnmatch
-
-    return sorted(name for name in DATASETS if fnmatch(name, pattern))
+    """Names ``make_long_tailed`` accepts, filtered by a case-sensitive fnmatch pattern."""
+    return DATASETS.names(pattern)
 
 
 def dataset_spec(name: str) -> LongTailedSpec:
-    if name not in DATASETS:
-        raise BvkitError(f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}")
-    return DATASETS[name]
+    return DATASETS.get(name)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ def split_sizes(splits) -> dict[str, int]:
 
 
 def empty_splits(splits) -> list[str]:
-    """The shot splits with no class (e.g. "medium" for CIFAR-10-LT at IF=100)."""
+    """The shot splits with no class (e.g. "few" for CIFAR-10-LT at IF=100)."""
     return [name for name, size in split_sizes(splits).items() if size == 0]
 
 

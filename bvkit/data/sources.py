@@ -20,6 +20,7 @@ from bvkit.data.imageset import ImageSet
 from bvkit.data.safe_pickle import load_pickle
 from bvkit.data.synthetic import make_synthetic
 from bvkit.errors import BvkitError
+from bvkit.registry import Registry
 
 FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -37,29 +38,22 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     return Path(platformdirs.user_cache_dir("bvkit"))
 
 
-_SOURCES: dict[str, Callable[..., ImageSet]] = {}
+SOURCES: Registry[Callable[..., ImageSet]] = Registry("data source")
 
 
-def register_source(name: str):
+def register_source(name: str, *, overwrite: bool = False):
     """Decorator: make ``fn(root, train, download, check_md5, **options)`` a named source."""
-
-    def add(fn):
-        _SOURCES[name] = fn
-        return fn
-
-    return add
+    return SOURCES.decorator(name, overwrite=overwrite)
 
 
-def list_sources() -> list[str]:
-    return sorted(_SOURCES)
+def list_sources(pattern: str = "*") -> list[str]:
+    return SOURCES.names(pattern)
 
 
 def load_source(name: str, root=None, train: bool = True, download: bool = False,
                 check_md5: bool = False, **options) -> ImageSet:
     """Load the train (or test) part of a named source as an ``ImageSet``."""
-    if name not in _SOURCES:
-        raise BvkitError(f"unknown data source {name!r}; choose one of {', '.join(list_sources())}")
-    return _SOURCES[name](root=root, train=train, download=download, check_md5=check_md5, **options)
+    return SOURCES.get(name)(root=root, train=train, download=download, check_md5=check_md5, **options)
 
 
 def md5sum(path: str | os.PathLike) -> str:

@@ -1,4 +1,5 @@
-"""Stage 1 of a study: the D training subsets (BIAS_VARIANCE.md), as index arrays into ``data.pool``.
+"""Stage 1 of a study: the D training subsets, as index arrays into ``data.pool``
+(the protocols: ``docs/subsets.md``).
 
 Every scheme is ``(data, n_subsets, seed) -> list of int64 index arrays``. Subset ``d`` depends
 only on ``(seed, d)``, not on ``n_subsets`` (except for ``split``, whose parts are defined
@@ -11,12 +12,12 @@ import inspect
 import os
 import zipfile
 from collections.abc import Callable
-from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
 
 from bvkit.errors import BvkitError
+from bvkit.registry import Registry
 
 
 def _rng(seed: int, d: int) -> np.random.Generator:
@@ -87,29 +88,27 @@ def subsample_subsets(data, n_subsets: int, seed: int = 0, fraction: float = 0.5
     return subsets
 
 
-SCHEMES: dict[str, Callable[..., list[np.ndarray]]] = {
-    "redraw": redraw_subsets,
-    "bootstrap": bootstrap_subsets,
-    "split": split_subsets,
-    "subsample": subsample_subsets,
-}
+SCHEMES: Registry[Callable[..., list[np.ndarray]]] = Registry("subset scheme")
+SCHEMES.register("redraw", redraw_subsets)
+SCHEMES.register("bootstrap", bootstrap_subsets)
+SCHEMES.register("split", split_subsets)
+SCHEMES.register("subsample", subsample_subsets)
 
 
 def list_schemes(pattern: str = "*") -> list[str]:
-    return sorted(name for name in SCHEMES if fnmatch(name, pattern))
+    return SCHEMES.names(pattern)
 
 
 def sample_subsets(scheme: str, data, n_subsets: int, seed: int = 0, **kw) -> list[np.ndarray]:
     """Draw ``n_subsets`` training subsets of a ``LongTailed`` set; indices into ``data.pool``."""
-    if scheme not in SCHEMES:
-        raise BvkitError(f"unknown subset scheme {scheme!r}; choose one of {', '.join(list_schemes())}")
+    draw = SCHEMES.get(scheme)
     if int(n_subsets) < 1:
         raise BvkitError(f"number of subsets must be >= 1, got {n_subsets}")
-    accepted = inspect.signature(SCHEMES[scheme]).parameters
+    accepted = inspect.signature(draw).parameters
     unknown = [k for k in kw if k not in accepted]
     if unknown:
         raise BvkitError(f"subset scheme {scheme!r} takes no option {unknown[0]!r}")
-    return [s.astype(np.int64) for s in SCHEMES[scheme](data, int(n_subsets), int(seed), **kw)]
+    return [s.astype(np.int64) for s in draw(data, int(n_subsets), int(seed), **kw)]
 
 
 def save_subsets(path: str | os.PathLike, subsets) -> None:

@@ -4,7 +4,7 @@
 Names load on first use, so ``bvkit flops --help`` (and every other CLI start) needs no torch.
 """
 
-import importlib
+from bvkit.lazy import lazy_exports
 
 _EXPORTS = {
     "CosineClassifier": "bvkit.models.layers",
@@ -24,10 +24,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'bvkit.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports("bvkit.models", _EXPORTS, globals())

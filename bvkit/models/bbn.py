@@ -21,7 +21,7 @@ from bvkit.models.resnet_cifar import (
     BasicBlockA,
     check_positive,
     cifar_stem,
-    make_stage,
+    make_stages,
 )
 
 
@@ -36,11 +36,7 @@ class BBNResNetCifar(nn.Module):
         check_positive(width=width, blocks=blocks, in_channels=in_channels)
         widths = (width, 2 * width, 4 * width)
         self.stem = cifar_stem(in_channels, width)
-        self.shared = nn.Sequential(
-            nn.Sequential(*make_stage(width, widths[0], blocks, 1)),
-            nn.Sequential(*make_stage(widths[0], widths[1], blocks, 2)),
-            nn.Sequential(*make_stage(widths[1], widths[2], blocks - 1, 2)),
-        )
+        self.shared = make_stages(width, blocks, last_blocks=blocks - 1)
         self.conventional = _last_block(widths, blocks)
         self.rebalancing = _last_block(widths, blocks)
         self.num_features = widths[2]

@@ -36,7 +36,7 @@ from torch import nn
 from bvkit.errors import BvkitError
 from bvkit.models.layers import CosineClassifier, init_weights
 from bvkit.models.registry import register_model
-from bvkit.models.resnet_cifar import check_positive, cifar_stem, make_stage
+from bvkit.models.resnet_cifar import check_positive, cifar_stem, make_stages
 
 REACHABILITY_SCALE = 10.0  # the official MetaEmbedding_Classifier's ``scale``
 COSNORM_SCALE = 16.0  # the official CosNorm_Classifier's ``scale``
@@ -167,17 +167,12 @@ class OLTRResNetCifar(nn.Module):
                  classifier_scale: float = COSNORM_SCALE, channels_last: bool = True):
         super().__init__()
         check_positive(width=width, blocks=blocks, in_channels=in_channels, input_size=input_size)
-        widths = (width, 2 * width, 4 * width)
         self.input_size = input_size
         self.stem = cifar_stem(in_channels, width)
-        self.stages = nn.Sequential(
-            nn.Sequential(*make_stage(width, widths[0], blocks, 1)),
-            nn.Sequential(*make_stage(widths[0], widths[1], blocks, 2)),
-            nn.Sequential(*make_stage(widths[1], widths[2], blocks, 2)),
-        )
+        self.stages = make_stages(width, blocks)
         init_weights(self.stem, conv_mode="fan_in")
         init_weights(self.stages, conv_mode="fan_in")
-        self.num_features = widths[2]
+        self.num_features = 4 * width
         spatial = math.ceil(math.ceil(input_size / 2) / 2)  # two stride-2 stages
         self.attention = ModulatedAttention(self.num_features, spatial)
         self.meta = MetaEmbedding(self.num_features, num_classes, reachability_scale, classifier_scale)

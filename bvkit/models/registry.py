@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import fnmatch
-import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bvkit.errors import BvkitError
+from bvkit.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -18,43 +17,25 @@ class ModelEntry:
     tags: tuple[str, ...] = field(default_factory=tuple)
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
-# the built-in architectures register themselves when imported; loaded on the first look-up
-_BUILT_IN = ("bvkit.models.resnet_cifar", "bvkit.models.resnet_imagenet", "bvkit.models.ride",
-             "bvkit.models.bbn", "bvkit.models.oltr")
+# the built-in architectures register themselves when imported, on the first look-up
+MODELS: Registry[ModelEntry] = Registry("model", built_in=(
+    "bvkit.models.resnet_cifar", "bvkit.models.resnet_imagenet", "bvkit.models.ride",
+    "bvkit.models.bbn", "bvkit.models.oltr"))
 
 
-def _load_built_in() -> None:
-    for module in _BUILT_IN:
-        importlib.import_module(module)
-
-
-def register_model(name: str | None = None, *, tags: tuple[str, ...] = ()):
+def register_model(name: str | None = None, *, tags: tuple[str, ...] = (), overwrite: bool = False):
     """Decorator: register ``builder(num_classes, **kw) -> nn.Module`` under ``name``."""
-
-    def decorate(builder: Callable) -> Callable:
-        key = name or builder.__name__.replace("_", "-")
-        if key in _REGISTRY:
-            raise ValueError(f"model {key!r} registered twice")
-        _REGISTRY[key] = ModelEntry(key, builder, tuple(tags))
-        return builder
-
-    return decorate
+    return MODELS.decorator(name, overwrite=overwrite,
+                            wrap=lambda key, builder: ModelEntry(key, builder, tuple(tags)))
 
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching an fnmatch ``pattern`` (e.g. ``"ride*"``), sorted."""
-    _load_built_in()
-    return sorted(name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern))
+    return MODELS.names(pattern)
 
 
 def model_entry(name: str) -> ModelEntry:
-    _load_built_in()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(list_models())
-        raise BvkitError(f"unknown model {name!r} (known: {known})") from None
+    return MODELS.get(name)
 
 
 def create_model(name: str, num_classes: int, **kwargs):

@@ -77,6 +77,19 @@ def make_stage(
     ]
 
 
+def make_stages(width: int, blocks: int, num_experts: int = 1,
+                last_blocks: int | None = None) -> nn.Sequential:
+    """The three stages at ``width * (1, 2, 4)`` channels, the last with ``last_blocks``
+    blocks (default ``blocks``; BBN keeps its last block apart)."""
+    widths = (width, 2 * width, 4 * width)
+    last_blocks = blocks if last_blocks is None else last_blocks
+    return nn.Sequential(
+        nn.Sequential(*make_stage(width, widths[0], blocks, 1, num_experts)),
+        nn.Sequential(*make_stage(widths[0], widths[1], blocks, 2, num_experts)),
+        nn.Sequential(*make_stage(widths[1], widths[2], last_blocks, 2, num_experts)),
+    )
+
+
 def cifar_stem(in_channels: int, width: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
@@ -116,14 +129,9 @@ class ResNetCifar(nn.Module):
     ):
         super().__init__()
         check_positive(width=width, blocks=blocks, in_channels=in_channels)
-        widths = (width, 2 * width, 4 * width)
         self.stem = cifar_stem(in_channels, width)
-        self.stages = nn.Sequential(
-            nn.Sequential(*make_stage(width, widths[0], blocks, 1)),
-            nn.Sequential(*make_stage(widths[0], widths[1], blocks, 2)),
-            nn.Sequential(*make_stage(widths[1], widths[2], blocks, 2)),
-        )
-        self.num_features = widths[2]
+        self.stages = make_stages(width, blocks)
+        self.num_features = 4 * width
         self.classifier = make_classifier(classifier, self.num_features, num_classes, scale)
         init_weights(self, conv_mode="fan_in")
         if channels_last:  # much faster on CPU for these small-channel convs; same numbers

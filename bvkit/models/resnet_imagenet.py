@@ -29,6 +29,13 @@ class Downsample(nn.Module):
         return self.bn(self.conv(x, experts), experts)
 
 
+def projection(in_planes, out_planes, stride, num_experts=1, shared_input=False) -> Downsample | None:
+    """The projection shortcut of a block that changes the shape; None: the identity."""
+    if stride == 1 and in_planes == out_planes:
+        return None
+    return Downsample(in_planes, out_planes, stride, num_experts, shared_input)
+
+
 def _shortcut(block, x, experts):
     if block.downsample is not None:
         return block.downsample(x, experts)
@@ -47,11 +54,7 @@ class BasicBlock(nn.Module):
         self.bn1 = ExpertBatchNorm2d(planes, num_experts)
         self.conv2 = ExpertConv2d(planes, planes, 3, 1, 1, num_experts)
         self.bn2 = ExpertBatchNorm2d(planes, num_experts)
-        self.downsample = (
-            Downsample(in_planes, planes, stride, num_experts, shared_input)
-            if stride != 1 or in_planes != planes
-            else None
-        )
+        self.downsample = projection(in_planes, planes, stride, num_experts, shared_input)
 
     def forward(self, x, experts=None):
         out = F.relu(self.bn1(self.conv1(x, experts), experts), inplace=True)
@@ -74,11 +77,7 @@ class Bottleneck(nn.Module):
         self.bn2 = ExpertBatchNorm2d(width, num_experts)
         self.conv3 = ExpertConv2d(width, out_planes, 1, 1, 1, num_experts)
         self.bn3 = ExpertBatchNorm2d(out_planes, num_experts)
-        self.downsample = (
-            Downsample(in_planes, out_planes, stride, num_experts, shared_input)
-            if stride != 1 or in_planes != out_planes
-            else None
-        )
+        self.downsample = projection(in_planes, out_planes, stride, num_experts, shared_input)
 
     def forward(self, x, experts=None):
         out = F.relu(self.bn1(self.conv1(x, experts), experts), inplace=True)

@@ -111,7 +111,7 @@ def kl_rows(p_log, q_log):
 
 
 def ride_reference(expert_logits, y, counts, lam, epoch, drw_epoch=160, form="code", pairwise=False):
-    """RIDE loss straight from RIDE.md, float64, per expert."""
+    """RIDE loss straight from the recipe in ``docs/recipes.md``, float64, per expert."""
     e_logits = expert_logits.numpy()
     n, b, _ = e_logits.shape
     on = epoch >= drw_epoch

@@ -211,6 +211,6 @@ def test_registry():
         create_model("resnet33", 10)
     with pytest.raises(BvkitError, match="bad arguments"):
         create_model("resnet32", 10, experts=3)
-    with pytest.raises(ValueError):
+    with pytest.raises(BvkitError, match="already registered"):
         register_model("resnet32")(lambda num_classes: None)
     assert isinstance(create_model("ride-resnet32", 4, **TINY), RideNet)

@@ -5,7 +5,7 @@ import torch
 
 from bvkit.errors import BvkitError
 from bvkit.models import create_model
-from bvkit.models.packed import pack_inputs, pack_models, unpack_state
+from bvkit.models.packed_models import pack_inputs, pack_models, unpack_state
 
 CASES = [
     ("resnet32", {"width": 4, "blocks": 1}),

@@ -32,7 +32,7 @@ from bvkit.models.layers import (
     memory_format_of,
     option_a_shortcut,
 )
-from bvkit.models.resnet_cifar import BasicBlockA, ResNetCifar, make_stage
+from bvkit.models.resnet_cifar import BasicBlockA, ResNetCifar, make_stage, make_stages
 from bvkit.models.ride import CifarTrunk, RideNet
 
 
@@ -63,14 +63,9 @@ class PackedResNet(nn.Module):
                  classifier: str, scale: float):
         super().__init__()
         self.num_models, self.in_channels = num_models, in_channels
-        widths = (width, 2 * width, 4 * width)
         self.stem = packed_stem(in_channels, width, num_models)
-        self.stages = nn.Sequential(
-            nn.Sequential(*make_stage(width, widths[0], blocks, 1, num_models)),
-            nn.Sequential(*make_stage(widths[0], widths[1], blocks, 2, num_models)),
-            nn.Sequential(*make_stage(widths[1], widths[2], blocks, 2, num_models)),
-        )
-        self.num_features = widths[2]
+        self.stages = make_stages(width, blocks, num_models)
+        self.num_features = 4 * width
         if classifier == "cosine":
             self.classifier = ExpertCosineClassifier(self.num_features, num_classes, num_models, scale)
         else:

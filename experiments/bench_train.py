@@ -36,11 +36,11 @@ def header(args, torch) -> str:
 def bench_one(arch: str, k: int, single: bool, args, torch):
     from bvkit.losses import create_loss
     from bvkit.models import create_model
-    from bvkit.models.packed import pack_models
-    from bvkit.train.engine import autocast, prepare_batch
+    from bvkit.models.packed_models import pack_models
+    from bvkit.train.loop import autocast, prepare_batch
     from bvkit.train.graphs import GraphedStep
     from bvkit.data.loaders import crop_flip_rotate_with
-    from bvkit.train.packed import PackLoss
+    from bvkit.train.packing import PackLoss
 
     device = torch.device(args.device)
     name, kwargs = ("resnet32", {}) if arch == "resnet32" else ("ride-resnet32", {"num_experts": 3})

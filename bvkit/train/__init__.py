@@ -1,18 +1,27 @@
-"""The training engine: ``train(method, dataset, ...)`` runs a ``bvkit.methods`` recipe.
+"""The training layer: ``train(method, dataset, ...)`` runs a ``bvkit.methods`` recipe;
+``train_packed`` trains several runs of one recipe as one packed network.
 
-Imported lazily so ``bvkit.train.commands`` (loaded by the CLI) does not pull in torch.
+Imported lazily so ``bvkit.train.commands`` (loaded by the CLI) does not pull in torch. The
+modules, bottom up: ``devices``, ``ddp``, ``schedule``, ``checkpoint``, ``metrics``, ``graphs``,
+``loop`` (the epoch loop and batched prediction), ``data`` (a run's data), ``builders`` (what a
+recipe builds), ``evaluation``, ``outputs`` (the run directory and resume), ``decoupled`` and
+``routing`` (second-stage heads), ``stages``, ``procedures``, ``run`` (``train``) and
+``packing`` (``train_packed``); see ``docs/architecture.md``.
 """
 
 from __future__ import annotations
 
-import importlib
+from bvkit.lazy import lazy_exports
 
 _EXPORTS = {
     "train": "bvkit.train.run",
     "TrainResult": "bvkit.train.run",
-    "validation_split": "bvkit.train.run",
-    "resolve_device": "bvkit.train.engine",
-    "run_phase": "bvkit.train.engine",
+    "train_packed": "bvkit.train.packing",
+    "PackMember": "bvkit.train.packing",
+    "packable": "bvkit.train.packing",
+    "validation_split": "bvkit.train.data",
+    "resolve_device": "bvkit.train.devices",
+    "run_phase": "bvkit.train.loop",
     "Schedule": "bvkit.train.schedule",
     "ride_schedule": "bvkit.train.schedule",
     "save_checkpoint": "bvkit.train.checkpoint",
@@ -20,8 +29,4 @@ _EXPORTS = {
 }
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'bvkit.train' has no attribute {name!r}")
+__getattr__ = lazy_exports("bvkit.train", _EXPORTS, globals())

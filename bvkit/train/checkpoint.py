@@ -1,7 +1,8 @@
 """Checkpoints: one ``torch.save`` dict of plain tensors and containers, written atomically.
 
 Everything in it loads with ``torch.load(..., weights_only=True)`` (no pickled classes), so a
-checkpoint from an untrusted source cannot run code. The recipe travels as a JSON string.
+checkpoint from an untrusted source cannot run code. The recipe travels as a JSON string. A
+run keeps its checkpoint as ``CHECKPOINT`` in its output directory (``docs/formats.md``).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from bvkit.errors import BvkitError
 
 FORMAT = "bvkit-checkpoint-1"
+CHECKPOINT = "checkpoint.pt"
 
 
 def rng_state(device: torch.device | None = None) -> dict:
@@ -30,6 +33,12 @@ def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device is not None and device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def restore_rng(payload: dict, device: torch.device) -> None:
+    """The global RNG states a checkpoint ``payload`` saved, where it has them."""
+    if "rng" in payload:
+        set_rng_state(payload["rng"], device)
 
 
 def save_checkpoint(path: str | os.PathLike, **content) -> Path:
@@ -69,3 +78,23 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     if isinstance(payload.get("recipe"), str):
         payload["recipe"] = json.loads(payload["recipe"])
     return payload
+
+
+def load_stage_one(path: str | os.PathLike) -> tuple[dict, dict]:
+    """(recipe dict, model state) of a finished stage-one run from a bvkit checkpoint."""
+    payload = load_checkpoint(path)
+    recipe = payload.get("recipe")
+    if payload.get("stage") != 0 and "stage_one_model" not in payload:
+        raise BvkitError(f"{path} holds no stage-one model")
+    state = payload["model"] if payload.get("stage") == 0 else payload["stage_one_model"]
+    if payload.get("stage") == 0 and payload.get("epoch") != payload.get("stage_epochs"):
+        raise BvkitError(f"{path}: stage one is unfinished (epoch {payload.get('epoch')} of {payload.get('stage_epochs')})")
+    return recipe, state
+
+
+def load_state(model: nn.Module, state: dict, what: str) -> None:
+    """``model.load_state_dict(state)``; a state of another shape is bad input, named by ``what``."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise BvkitError(f"{what} does not fit the recipe's model: {str(err).splitlines()[0]}") from None

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 from pathlib import Path
 
+from bvkit.data.profiles import ALL, SPLITS
 from bvkit.errors import BvkitError
+from bvkit.train.devices import DEVICE_NAMES
 
 
 def register(subparsers) -> None:
@@ -33,7 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, help="stage-one batch size (default: the method's, 128)")
     parser.add_argument("--lr", type=float, help="stage-one peak learning rate (default: the method's, 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seeds init, data order and augmentation")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--device", default="auto", help=f"{DEVICE_NAMES} (auto: CUDA when present)")
     parser.add_argument("--data-root", help="data directory (default: $BVKIT_DATA)")
     parser.add_argument("--n-max", type=int, help="images of the head class (default: the dataset's)")
     parser.add_argument("--model-width", type=int, help="base width of the CIFAR ResNet (16 for ResNet-32)")
@@ -63,36 +64,13 @@ def register(subparsers) -> None:
     methods.set_defaults(func=run_methods)
 
 
-def parse_settings(items: list[str]) -> dict:
-    """``KEY=VALUE`` strings -> overrides; values are Python/JSON literals, else strings."""
-    settings = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise BvkitError(f"--set expects KEY=VALUE, got {item!r}")
-        settings[key.strip()] = _literal(raw.strip())
-    return settings
-
-
-def _literal(raw: str):
-    lowered = raw.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    try:
-        return ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-        return raw
-
-
 def overrides_from_args(args) -> dict:
-    overrides = parse_settings(args.set)
-    named = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
-             "model_kwargs.width": args.model_width, "model_kwargs.num_experts": args.experts,
-             "teacher": args.teacher}
-    overrides.update({key: value for key, value in named.items() if value is not None})
-    return overrides
+    """The recipe overrides of ``bvkit train``: ``--set`` items, then the named flags."""
+    from bvkit.methods import named_overrides, parse_overrides
+
+    return {**parse_overrides(args.set),
+            **named_overrides(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                              model_width=args.model_width, experts=args.experts, teacher=args.teacher)}
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -150,7 +128,7 @@ def format_summary(metrics: dict) -> str:
     accuracy = metrics["accuracy"]
     cells = " / ".join(
         f"{name} {100 * accuracy[name]:.1f}" if accuracy[name] is not None else f"{name} -"
-        for name in ("all", "many", "medium", "few")
+        for name in (ALL, *SPLITS)
     )
     line = f"{metrics['method']} on {metrics['dataset']} (seed {metrics['seed']}): {cells}"
     if metrics.get("mflops") is not None:

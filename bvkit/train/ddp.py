@@ -5,6 +5,7 @@ BatchNorm statistics are per rank unless the model is converted with ``sync_batc
 
     torchrun --nproc_per_node 4 -m bvkit.train --dataset cifar100-lt --method ride --out runs/r
 
+Each rank trains on the GPU that ``LOCAL_RANK`` names (``bvkit.train.devices.resolve_device``).
 Rank 0 writes checkpoints and outputs. Second stages (cRT, LWS, routers: small heads on frozen
 features) are not sharded: every rank takes the whole batch and makes the same update.
 
@@ -49,13 +50,6 @@ def init_from_env(device: torch.device) -> bool:
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     return True
-
-
-def local_device(device: torch.device) -> torch.device:
-    """Under torchrun each rank takes the GPU named by LOCAL_RANK."""
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return device
 
 
 def shard(inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,11 +7,12 @@ last layer; the backbone's weights are never touched.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from bvkit.errors import BvkitError
+from bvkit.train.loop import freeze
+from bvkit.train.metrics import mean_class_accuracy
 
 
 class TauNormClassifier(nn.Module):
@@ -60,15 +61,10 @@ def check_decouplable(model: nn.Module) -> None:
     classifier_weight(model.classifier)
 
 
-def freeze_backbone(model: nn.Module) -> None:
-    for parameter in model.parameters():
-        parameter.requires_grad_(False)
-
-
 def attach_crt(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
     """cRT: a freshly initialised linear classifier (seeded), the rest frozen. Returns the head."""
     check_decouplable(model)
-    freeze_backbone(model)
+    freeze(model)
     in_features = classifier_weight(model.classifier).shape[1]
     device = classifier_weight(model.classifier).device
     with torch.random.fork_rng(devices=[]):
@@ -81,7 +77,7 @@ def attach_crt(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
 def attach_lws(model: nn.Module, num_classes: int) -> nn.Module:
     """LWS: learnable per-class scales on the frozen classifier. Returns the trainable head."""
     check_decouplable(model)
-    freeze_backbone(model)
+    freeze(model)
     model.classifier = ScaledClassifier(model.classifier, num_classes)
     return model.classifier
 
@@ -93,19 +89,17 @@ def select_tau(
 
     Ties go to the smaller tau. Returns (tau, [{"tau", "val_accuracy"}, ...]).
     """
-    from bvkit.train.metrics import per_class_accuracy
-
     scores = []
     for tau in grid:
         preds = (features @ tau_normalize(weight, float(tau)).t()).argmax(1)
-        accuracy = np.nanmean(per_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(), num_classes))
-        scores.append({"tau": float(tau), "val_accuracy": float(accuracy)})
+        accuracy = mean_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(), num_classes)
+        scores.append({"tau": float(tau), "val_accuracy": accuracy})
     best = max(scores, key=lambda row: (row["val_accuracy"], -row["tau"]))
     return best["tau"], scores
 
 
 def attach_tau_norm(model: nn.Module, tau: float) -> nn.Module:
     check_decouplable(model)
-    freeze_backbone(model)
+    freeze(model)
     model.classifier = TauNormClassifier(classifier_weight(model.classifier), tau)
     return model.classifier

@@ -1,10 +1,14 @@
-"""Accuracy per class and per shot split (a split's accuracy = mean of its classes' accuracies)."""
+"""Accuracy per class and per shot split, and RIDE's expert usage; the split vocabulary and
+the split rule are ``bvkit.data.profiles``'."""
 
 from __future__ import annotations
 
 import numpy as np
 
-SPLITS = ("many", "medium", "few")
+from bvkit.data.profiles import ALL, SPLITS, split_means
+
+# a split's accuracy is the mean of its classes' accuracies (classes without test samples left out)
+split_accuracy = split_means
 
 
 def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -17,14 +21,9 @@ def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, n_classes: int) ->
         return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
 
 
-def split_accuracy(class_accuracy: np.ndarray, splits: np.ndarray) -> dict[str, float | None]:
-    """{"all", "many", "medium", "few"} -> mean class accuracy; None for an empty split."""
-    class_accuracy = np.asarray(class_accuracy, dtype=float)
-    splits = np.asarray(splits)
-    result = {"all": _mean(class_accuracy)}
-    for split in SPLITS:
-        result[split] = _mean(class_accuracy[splits == split])
-    return result
+def mean_class_accuracy(preds: np.ndarray, labels: np.ndarray, n_classes: int) -> float:
+    """Mean of ``per_class_accuracy`` over the classes that have samples."""
+    return float(np.nanmean(per_class_accuracy(preds, labels, n_classes)))
 
 
 def share_of_experts(n_experts_used: np.ndarray, num_experts: int) -> list[float]:
@@ -38,13 +37,8 @@ def expert_usage_by_split(
 ) -> dict[str, list[float] | None]:
     """share_of_experts overall and per shot split of the sample's class; None for an empty split."""
     sample_split = np.asarray(splits)[np.asarray(labels)]
-    usage = {"all": share_of_experts(n_experts_used, num_experts)}
+    usage = {ALL: share_of_experts(n_experts_used, num_experts)}
     for split in SPLITS:
         mask = sample_split == split
         usage[split] = share_of_experts(n_experts_used[mask], num_experts) if mask.any() else None
     return usage
-
-
-def _mean(values: np.ndarray) -> float | None:
-    values = values[~np.isnan(values)]
-    return float(values.mean()) if values.size else None

@@ -38,9 +38,9 @@ def ride_stage_one_dir(tmp_path_factory, tiny_data):
 def interrupt_after_checkpoint(monkeypatch, run, stop=lambda content, count: count == 1):
     """Run ``run()`` and stop it as Ctrl-C would, right after the checkpoint for which
     ``stop(content, count)`` holds (``count`` numbers the checkpoints written, from 1)."""
-    from bvkit.train import engine
+    from bvkit.train import loop
 
-    real_save = engine.save_checkpoint
+    real_save = loop.save_checkpoint
     count = 0
 
     def save_then_stop(path, **content):
@@ -50,7 +50,7 @@ def interrupt_after_checkpoint(monkeypatch, run, stop=lambda content, count: cou
         if stop(content, count):
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(engine, "save_checkpoint", save_then_stop)
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
         run()
     monkeypatch.undo()

@@ -16,7 +16,7 @@ from bvkit.cli import main
 from bvkit.data import load_benchmark
 from bvkit.methods import create_method
 from bvkit.train import train
-from bvkit.train.run import prepare_data
+from bvkit.train.data import prepare_data
 
 TRAIN_COUNTS = [12, 8, 5, 3]
 # ResNet-10 at 32 px, batch 8, no DataLoader worker processes (the CPUs are shared)

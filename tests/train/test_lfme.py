@@ -21,7 +21,7 @@ from bvkit.train.procedures.lfme import (
     group_distillation,
     self_paced_weight,
 )
-from bvkit.train.run import build_loss
+from bvkit.train.builders import build_loss
 
 
 def _random_counts(seed: int) -> np.ndarray:
@@ -43,7 +43,7 @@ def test_groups_are_the_shot_splits_unless_one_is_empty():
     cifar100 = long_tail_counts(500, 100, 100)
     groups = class_groups(cifar100)
     assert list(groups) == ["many", "medium", "few"]
-    assert [len(g) for g in groups.values()] == [35, 35, 30]  # RIDE.md's CIFAR-100-LT split sizes
+    assert [len(g) for g in groups.values()] == [35, 35, 30]  # CIFAR-100-LT's split sizes (docs/subsets.md)
     # CIFAR-10-LT at IF 100 has no few-shot class: three runs of 4, 3, 3 classes by count
     groups = class_groups(long_tail_counts(5000, 10, 100))
     assert list(groups) == ["head", "middle", "tail"]

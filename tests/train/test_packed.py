@@ -9,7 +9,7 @@ import torch
 from bvkit.data import sample_subsets
 from bvkit.errors import BvkitError
 from bvkit.train import train
-from bvkit.train.packed import PackMember, packable, train_packed
+from bvkit.train.packing import PackMember, packable, train_packed
 
 TINY = {"model_kwargs.width": 4, "model_kwargs.blocks": 1, "batch_size": 64, "val_per_class": 5}
 SEEDS = (3, 4, 5)
@@ -68,7 +68,7 @@ def test_packed_outputs_have_the_single_run_format(lt_data, tmp_path):
             assert got["logits"].shape == ref["logits"].shape
             np.testing.assert_array_equal(got["labels"], ref["labels"])
         # the checkpoint holds a normal single model that reproduces the written logits
-        from bvkit.train.engine import load_stage_one
+        from bvkit.train.checkpoint import load_stage_one
 
         _, state = load_stage_one(out / "checkpoint.pt")
         result.model.load_state_dict(state)
@@ -96,7 +96,7 @@ def test_unpackable_recipes_are_refused(lt_data):
 @pytest.mark.parametrize("rotation", [0.0, 15.0])
 def test_drawn_up_front_augmentation_equals_the_loader(rotation):
     from bvkit.data import Augment, DeviceLoader
-    from bvkit.train.packed import packed_batch
+    from bvkit.train.packing import packed_batch
 
     gen = torch.Generator().manual_seed(0)
     xs = [torch.randint(0, 256, (37, 3, 8, 8), dtype=torch.uint8, generator=gen) for _ in range(2)]

@@ -87,3 +87,21 @@ def test_ride_distill_trains_against_a_teacher_checkpoint(ride_stage_one_dir, ti
                    **{"model_kwargs.num_experts": 2, "schedule": "constant", "warmup_epochs": 0, "lr": 0.05}, **TINY)
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0], losses
+
+
+def test_every_stage_kind_a_recipe_may_name_has_a_stage():
+    from bvkit.methods import STAGE_KINDS
+    from bvkit.train.stages import STAGES
+
+    assert STAGES.names() == sorted(STAGE_KINDS)
+
+
+def test_a_procedure_name_is_registered_once():
+    from bvkit.errors import BvkitError
+    from bvkit.train.procedures import PROCEDURES, list_procedures, register_procedure
+
+    assert list_procedures() == ["bbn", "lfme", "m2m", "oltr"]
+    with pytest.raises(BvkitError, match="already registered"):
+        register_procedure("bbn")(lambda env: None)
+    register_procedure("tiny-test")(lambda env: None)
+    PROCEDURES.unregister("tiny-test")

@@ -3,11 +3,12 @@
 BBN's bilateral sampling, OLTR's memory stage, LFME's experts and student and M2m's
 generation each need their own loop. A recipe names one by ``procedure``; ``train()`` builds a
 :class:`ProcedureEnv` (the run's data on the device, its checkpoint context, the payload being
-resumed) and evaluates the model the procedure returns, exactly as for every other method.
+resumed, ``train`` itself for nested runs) and evaluates the model the procedure returns,
+exactly as for every other method. How each differs from its authors' code: ``docs/recipes.md``.
 
 Helpers a procedure leans on:
 
-* ``env.run(phase, epochs)`` trains one :class:`bvkit.train.engine.Phase` with per-epoch
+* ``env.run(phase, epochs)`` trains one :class:`bvkit.train.loop.Phase` with per-epoch
   checkpoints and resume (a procedure has one such phase, index 0, the run's own);
 * ``env.subrun(name, method, ...)`` trains a whole other recipe (a pre-trained classifier, an
   expert on a subset) as a nested run under ``out/name``, itself resumable.
@@ -18,7 +19,6 @@ Helpers a procedure leans on:
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -27,27 +27,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from bvkit.errors import BvkitError
 from bvkit.methods import Recipe
+from bvkit.registry import Registry
+from bvkit.train.loop import run_phase
+from bvkit.train.outputs import resume_phase
 
-BUILT_IN = ("bbn", "oltr", "lfme", "m2m")
-_PROCEDURES: dict[str, Callable[["ProcedureEnv"], nn.Module]] = {}
+PROCEDURES: Registry[Callable[["ProcedureEnv"], nn.Module]] = Registry(
+    "procedure", built_in=tuple(f"bvkit.train.procedures.{name}" for name in ("bbn", "oltr", "lfme", "m2m")))
 
 
-def register_procedure(name: str):
-    def decorate(fn):
-        _PROCEDURES[name] = fn
-        return fn
-
-    return decorate
+def register_procedure(name: str, *, overwrite: bool = False):
+    """Decorator: ``fn(env: ProcedureEnv) -> nn.Module`` is the procedure ``name``."""
+    return PROCEDURES.decorator(name, overwrite=overwrite)
 
 
 def get_procedure(name: str) -> Callable[["ProcedureEnv"], nn.Module]:
-    if name not in _PROCEDURES and name in BUILT_IN:
-        importlib.import_module(f"bvkit.train.procedures.{name}")
-    if name not in _PROCEDURES:
-        raise BvkitError(f"unknown procedure {name!r} (known: {', '.join(sorted(set(BUILT_IN) | set(_PROCEDURES)))})")
-    return _PROCEDURES[name]
+    return PROCEDURES.get(name)
+
+
+def list_procedures(pattern: str = "*") -> list[str]:
+    return PROCEDURES.names(pattern)
 
 
 @dataclass
@@ -58,7 +57,7 @@ class ProcedureEnv:
     data: Any  # bvkit.data.LongTailed: data.pool, data.train_indices, data.test, data.counts
     train_idx: np.ndarray  # indices into data.pool of the training images (LT subset less validation)
     val_idx: np.ndarray  # indices into data.pool of the validation images
-    train_set: Any  # bvkit.train.run.Tensors (x uint8 (N, C, H, W) on the device, y int64)
+    train_set: Any  # bvkit.train.data.Tensors (x uint8 (N, C, H, W) on the device, y int64)
     val_set: Any
     train_counts: np.ndarray  # images per class in train_set
     augment: Any  # bvkit.data.Augment of the recipe
@@ -67,7 +66,8 @@ class ProcedureEnv:
     in_channels: int
     seed: int
     device: torch.device
-    ctx: Any  # bvkit.train.engine.LoopContext
+    ctx: Any  # bvkit.train.loop.LoopContext
+    train: Callable[..., Any]  # bvkit.train.train, for nested runs (subrun)
     payload: dict | None = None  # the run's checkpoint being resumed, if any
     out: Path | None = None
     progress: bool | None = None
@@ -79,17 +79,7 @@ class ProcedureEnv:
 
     def run(self, phase, epochs: int) -> None:
         """Train ``phase`` for ``epochs`` epochs, resuming from the payload when it is this phase's."""
-        from bvkit.train.engine import run_phase
-
-        start = 0
-        payload = self.payload
-        if payload is not None and payload.get("stage") == phase.index:
-            _load(phase.model, payload["model"], "checkpoint model")
-            if payload.get("optimizer"):
-                phase.optimizer.load_state_dict(payload["optimizer"])
-            if payload.get("loss"):
-                phase.loss.load_state_dict(payload["loss"])
-            start = int(payload["epoch"])
+        start = resume_phase(phase, self.payload)
         self.ctx.checkpoint_extra = {**self.ctx.checkpoint_extra, "stage_epochs": epochs}
         run_phase(phase, epochs, self.ctx, start_epoch=start)
 
@@ -98,19 +88,10 @@ class ProcedureEnv:
         """Train ``method`` as a nested run under ``out/name`` (resumable) and return its
         :class:`bvkit.train.run.TrainResult`. ``train_indices`` (into ``data.pool``) replace the
         long-tailed subset, e.g. an expert's many-shot classes."""
-        from bvkit.train.run import train
-
         data = self.data if train_indices is None else replace(
             self.data, train_indices=np.asarray(train_indices, dtype=np.int64))
         out = self.out / name if self.out is not None else None
         log = self.ctx.log
-        return train(method, data, seed=self.seed if seed is None else seed, out=out, device=self.device,
-                     progress=self.progress, log=(lambda line: log(f"[{name}] {line}")) if log else None,
-                     **overrides)
-
-
-def _load(model: nn.Module, state: dict, what: str) -> None:
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise BvkitError(f"{what} does not fit the procedure's model: {str(err).splitlines()[0]}") from None
+        return self.train(method, data, seed=self.seed if seed is None else seed, out=out, device=self.device,
+                          progress=self.progress, log=(lambda line: log(f"[{name}] {line}")) if log else None,
+                          **overrides)

@@ -21,9 +21,10 @@ from torch import nn
 
 from bvkit.data import DeviceLoader
 from bvkit.errors import BvkitError
-from bvkit.train.engine import Phase, derive_seed, make_optimizer, recipe_schedule
+from bvkit.train.builders import build_model, make_optimizer, recipe_schedule
+from bvkit.train.evaluation import evaluate_accuracy
+from bvkit.train.loop import Phase, derive_seed
 from bvkit.train.procedures import ProcedureEnv, register_procedure
-from bvkit.train.run import build_model, evaluate_accuracy
 
 
 def cumulative_alpha(epoch: int, epochs: int) -> float:

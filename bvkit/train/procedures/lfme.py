@@ -1,11 +1,11 @@
 """LFME (Xiang, Ding & Han, ECCV 2020): learning from multiple experts by self-paced distillation.
 
 1. **Groups.** The classes are cut by training count into three cardinality-adjacent groups: the
-   shot splits many / medium / few (``bvkit.data.shot_splits``: > 100, 20..100, < 20 images).
-   When a split is empty (CIFAR-10-LT at IF 100 has no few-shot class), the classes sorted by
-   count (ties by class index) are cut instead into three contiguous runs of near-equal class
-   count, larger runs first (``head``, ``middle``, ``tail``): three non-empty groups whenever
-   there are at least 3 classes.
+   shot splits many / medium / few (``bvkit.data.profiles.shot_splits``: > 100, 20..100, < 20
+   images). When a split is empty (CIFAR-10-LT at IF 100 has no few-shot class), the classes
+   sorted by count (ties by class index) are cut instead into three contiguous runs of
+   near-equal class count, larger runs first (``head``, ``middle``, ``tail``): three non-empty
+   groups whenever there are at least 3 classes.
 2. **Experts.** One plain ``ce`` run per group, ``env.subrun("expert-<group>", "ce", ...)`` with
    the student's architecture and optimisation settings, on that group's training images only,
    relabelled as a K-class problem (``group_data``): a K-way classifier as in the official code
@@ -44,12 +44,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bvkit.data import DeviceLoader, ImageSet, shot_splits
+from bvkit.data import DeviceLoader, ImageSet
+from bvkit.data.profiles import SPLITS, shot_splits
 from bvkit.errors import BvkitError
-from bvkit.train.engine import Phase, derive_seed, freeze, make_optimizer, predict, recipe_schedule
+from bvkit.train.builders import build_loss, build_model, make_optimizer, recipe_schedule
+from bvkit.train.loop import Phase, derive_seed, freeze, predict
 from bvkit.train.metrics import per_class_accuracy
 from bvkit.train.procedures import ProcedureEnv, register_procedure
-from bvkit.train.run import build_loss, build_model
 from bvkit.train.schedule import scale_epoch
 
 OPTIONS = ("temperature", "distill_weight", "self_paced_threshold", "curriculum_start", "curriculum_epochs")
@@ -66,8 +67,8 @@ def class_groups(train_counts) -> dict[str, np.ndarray]:
     if len(counts) < 3:
         raise BvkitError(f"lfme needs at least 3 classes to form its 3 expert groups, got {len(counts)}")
     splits = shot_splits(counts)
-    if all((splits == name).any() for name in ("many", "medium", "few")):
-        return {name: np.flatnonzero(splits == name) for name in ("many", "medium", "few")}
+    if all((splits == name).any() for name in SPLITS):
+        return {name: np.flatnonzero(splits == name) for name in SPLITS}
     by_count = np.argsort(-counts, kind="stable")
     return {name: np.sort(run) for name, run in zip(("head", "middle", "tail"), np.array_split(by_count, 3))}
 

@@ -33,15 +33,11 @@ from torch import nn
 from bvkit.data import epoch_generator
 from bvkit.errors import BvkitError
 from bvkit.train import ddp
-from bvkit.train.engine import (
-    Phase,
-    autocast,
-    derive_seed,
-    make_optimizer,
-    recipe_schedule,
-)
+from bvkit.train.builders import build_loss, build_model, make_optimizer, recipe_schedule
+from bvkit.train.data import make_loader
+from bvkit.train.evaluation import evaluate_accuracy
+from bvkit.train.loop import Phase, autocast, derive_seed, freeze
 from bvkit.train.procedures import ProcedureEnv, register_procedure
-from bvkit.train.run import build_loss, build_model, evaluate_accuracy, make_loader
 from bvkit.train.schedule import scale_epoch
 
 # alinlab/M2m run.sh (the M2m command) and config.py; gen_start is its --warm, for 200 epochs.
@@ -201,8 +197,7 @@ def m2m(env: ProcedureEnv) -> nn.Module:
     shared = {name: getattr(recipe, name) for name in _SHARED_WITH_G}
     g = env.subrun("pretrained", "ce", **shared).model
     g.eval()
-    for parameter in g.parameters():
-        parameter.requires_grad_(False)
+    freeze(g)
 
     # f: its own initialisation and data order (the official f is a separate run from g)
     model = build_model(recipe, env.num_classes, env.in_channels, derive_seed(env.seed, 1), env.device)

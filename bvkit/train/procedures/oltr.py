@@ -38,9 +38,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from bvkit.errors import BvkitError
-from bvkit.train.engine import Phase, derive_seed, predict
+from bvkit.train.builders import build_model
+from bvkit.train.data import make_loader
+from bvkit.train.evaluation import evaluate_accuracy
+from bvkit.train.loop import Phase, derive_seed, predict
 from bvkit.train.procedures import ProcedureEnv, register_procedure
-from bvkit.train.run import build_model, evaluate_accuracy, make_loader
 from bvkit.train.schedule import ride_schedule, scale_epoch
 
 STAGE1_METHOD = "ce"
@@ -102,7 +104,7 @@ class OLTRLoss(nn.Module):
 
 
 class GroupScaledSGD(torch.optim.SGD):
-    """SGD whose parameter groups train at ``lr * lr_scale``: the engine sets one learning rate
+    """SGD whose parameter groups train at ``lr * lr_scale``: the loop sets one learning rate
     for all groups every step, OLTR trains its parts at different rates."""
 
     def step(self, closure=None):

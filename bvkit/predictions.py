@@ -1,0 +1,62 @@
+"""Prediction files, the contract between whatever trains models and the decomposition
+(``docs/formats.md``): ``labels (N,)`` int and exactly one of ``logits (D, N, C)``, ``probs (D,
+N, C)`` or ``preds (D, N)``, optionally ``train_counts (C,)`` and ``class_names (C,)``, as an
+uncompressed ``.npz`` or a directory of ``.npy`` files.
+
+This module writes them (the training run, the study and a user's own code all use
+``save_predictions``); ``bvkit.decomposition.io`` reads them, memory-mapped. Pure numpy.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from bvkit.errors import BvkitError
+
+SCORE_KEYS = ("logits", "probs", "preds")
+OPTIONAL_KEYS = ("train_counts", "class_names")
+
+
+def save_predictions(path, labels, logits=None, probs=None, preds=None, train_counts=None,
+                     class_names=None) -> Path:
+    """Write a prediction set: an uncompressed ``.npz`` if ``path`` ends in ``.npz``, else a
+    directory of ``.npy`` files. Each file is written to a temporary name and renamed, so a
+    reader never sees a half-written file."""
+    path = Path(path)
+    given = {k: v for k, v in zip(SCORE_KEYS, (logits, probs, preds), strict=True) if v is not None}
+    if len(given) != 1:
+        raise BvkitError(f"give exactly one of logits, probs or preds (got {sorted(given)})")
+    arrays = {"labels": np.asarray(labels), **{k: np.asarray(v) for k, v in given.items()}}
+    if train_counts is not None:
+        arrays["train_counts"] = np.asarray(train_counts)
+    if class_names is not None:
+        arrays["class_names"] = np.asarray(class_names, dtype=str)
+    for key, arr in arrays.items():
+        if arr.dtype.hasobject:
+            raise BvkitError(f"{key} is an object array; prediction files hold plain arrays only")
+    if path.suffix == ".npz":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write(path, lambda f: np.savez(f, **arrays))
+    else:
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in (*SCORE_KEYS, *OPTIONAL_KEYS):
+            if stale not in arrays:
+                (path / f"{stale}.npy").unlink(missing_ok=True)
+        for key, arr in arrays.items():
+            _atomic_write(path / f"{key}.npy", lambda f, a=arr: np.save(f, a))
+    return path
+
+
+def _atomic_write(path: Path, write):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,228 @@
+"""The training loop: one compact loop over batches of ``(inputs, targets)``, and the batched
+forward passes that evaluation and the procedures make.
+
+Data sits on the device as uint8 and is augmented there in batches (``bvkit.data``'s
+DeviceLoader / Augment, airbench style); file-list datasets (ImageNet-LT, iNat) come instead
+as ready float batches from DataLoader workers, moved to the device batch by batch. Loss and
+accuracy are accumulated on the device and read back once every ``sync_every`` steps (for the
+progress bar) and once per epoch, so a step costs no host sync. Every source of randomness is
+seeded from ``seed`` (model init under a forked RNG, data order and augmentation from
+generators re-seeded per epoch), which makes a resumed run give the same weights as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from bvkit.train import ddp
+from bvkit.train.checkpoint import CHECKPOINT, rng_state, save_checkpoint
+from bvkit.train.graphs import graphed_step
+from bvkit.train.progress import progress_bar
+from bvkit.train.schedule import Schedule
+
+
+@dataclass
+class Phase:
+    """One trained stage: what to run forward, what to optimise, and how the modes are set."""
+
+    name: str
+    index: int
+    model: nn.Module
+    forward: Callable[[torch.Tensor], Any]
+    loss: nn.Module
+    optimizer: torch.optim.Optimizer
+    loader: Any
+    schedule: Schedule
+    base_lr: float
+    set_modes: Callable[[], None]
+    logits_of: Callable[[Any], torch.Tensor] = lambda out: out if torch.is_tensor(out) else out["logits"]
+    count_correct: bool = True
+    shard: bool = True  # under DDP; unsharded phases run the same full batch on every rank
+
+
+@dataclass
+class EpochRecord:
+    stage: str
+    epoch: int
+    loss: float
+    accuracy: float | None  # None where the output has no class logits (the routing stage)
+    lr: float
+    images_per_s: float
+    seconds: float
+    val_accuracy: float | None = None
+
+
+@dataclass
+class LoopContext:
+    device: torch.device
+    seed: int
+    out: Path | None = None
+    progress: bool | None = None
+    sync_every: int = 20
+    history: list = field(default_factory=list)
+    checkpoint_extra: dict = field(default_factory=dict)
+    validate: Callable[[], float | None] | None = None
+    log: Callable[[str], None] | None = None
+    cuda_graphs: bool = True  # replay each full batch's step from a CUDA graph where possible
+
+
+def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0) -> None:
+    """Train ``phase`` from ``start_epoch`` to ``epochs``, checkpointing after every epoch."""
+    device = ctx.device
+    step = start_epoch * len(phase.loader)
+    graphed = graphed_step(phase.forward, phase.loss, phase.optimizer, device, enabled=ctx.cuda_graphs,
+                           name=phase.name, log=ctx.log if ddp.is_main() else None)
+    # a sharded loader (file lists under DDP) already yields this rank's slice of each batch
+    slice_batches = phase.shard and ddp.active() and not getattr(phase.loader, "sharded", False)
+    for epoch in range(start_epoch, epochs):
+        phase.loader.set_epoch(epoch)
+        if hasattr(phase.loss, "set_epoch"):
+            phase.loss.set_epoch(epoch)
+        phase.set_modes()
+        total_loss = torch.zeros((), device=device)
+        total_correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        started = time.perf_counter()
+        bar = progress_bar(len(phase.loader), f"{phase.name} {epoch + 1}/{epochs}", ctx.progress)
+        for i, (inputs, targets) in enumerate(phase.loader):
+            lr = phase.base_lr * phase.schedule.factor(step)
+            inputs, targets = prepare_batch(inputs, device), targets.to(device, non_blocking=True)
+            if slice_batches:
+                inputs, targets = ddp.shard(inputs, targets)
+            if graphed is not None:
+                loss, output = graphed(inputs, targets, lr)
+            else:
+                for group in phase.optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(device):
+                    output = phase.forward(inputs)
+                    loss = phase.loss(output, targets)
+                phase.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                phase.optimizer.step()
+            step += 1
+            total_loss += loss.detach().float() * len(targets)
+            if phase.count_correct:
+                total_correct += (phase.logits_of(output).detach().argmax(1) == targets).sum()
+            seen += len(targets)
+            if not bar.disable and ((i + 1) % ctx.sync_every == 0 or i + 1 == len(phase.loader)):
+                postfix = {"loss": f"{total_loss.item() / seen:.3f}"}
+                if phase.count_correct:
+                    postfix["acc"] = f"{total_correct.item() / seen:.3f}"
+                postfix.update(lr=f"{lr:.2g}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+                bar.set_postfix(postfix)
+            bar.update(1)
+        bar.close()
+        if device.type == "cuda":  # the GPU may still be running queued steps: count them here
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - started
+        if phase.shard and ddp.active():  # report the whole global batch, not this rank's slice
+            total_loss, total_correct, seen = ddp.sum_over_ranks(total_loss, total_correct, seen)
+        record = EpochRecord(
+            stage=phase.name,
+            epoch=epoch + 1,
+            loss=total_loss.item() / max(seen, 1),
+            accuracy=total_correct.item() / max(seen, 1) if phase.count_correct else None,
+            lr=lr,
+            images_per_s=seen / max(elapsed, 1e-9),
+            seconds=round(elapsed, 2),
+            val_accuracy=ctx.validate() if ctx.validate else None,
+        )
+        ctx.history.append(record.__dict__)
+        if ctx.log is not None and ddp.is_main():
+            ctx.log(format_record(record, epochs))
+        if ctx.out is not None and ddp.is_main():
+            save_checkpoint(
+                ctx.out / CHECKPOINT,
+                stage=phase.index,
+                stage_name=phase.name,
+                epoch=epoch + 1,
+                model=ddp.unwrap(phase.model).state_dict(),
+                optimizer=graphed.optimizer_state() if graphed is not None else phase.optimizer.state_dict(),
+                loss=phase.loss.state_dict(),
+                rng=rng_state(device),
+                history=json.dumps(ctx.history),
+                **ctx.checkpoint_extra,
+            )
+    if graphed is not None:
+        graphed.restore()
+
+
+def format_record(record: EpochRecord, epochs: int) -> str:
+    acc = f" acc {record.accuracy:.4f}" if record.accuracy is not None else ""
+    val = f" val_acc {record.val_accuracy:.4f}" if record.val_accuracy is not None else ""
+    return (f"{record.stage} epoch {record.epoch}/{epochs}: loss {record.loss:.4f}{acc}"
+            f"{val} lr {record.lr:.3g} {record.images_per_s:.0f} img/s")
+
+
+@torch.no_grad()
+def predict(forward: Callable, x: torch.Tensor, normalize: Callable, device: torch.device,
+            batch_size: int = 1000) -> dict[str, torch.Tensor]:
+    """``forward`` over uint8 images ``x`` in batches, outputs concatenated on the CPU per key
+    along dim 0, so every output must be batch-first (a tensor output is returned as
+    ``logits``); floating outputs as float32."""
+    batches = (normalize(x[start : start + batch_size].to(device)) for start in range(0, len(x), batch_size))
+    return predict_batches(forward, batches, device)
+
+
+@torch.no_grad()
+def predict_batches(forward: Callable, batches, device: torch.device) -> dict[str, torch.Tensor]:
+    """``predict`` over an iterable of ready (normalised) input batches, e.g. a DataLoader's
+    images (``(inputs, targets)`` pairs are taken for their inputs)."""
+    parts: dict[str, list] = {}
+    for batch in batches:
+        if isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        batch = prepare_batch(batch, device)
+        with autocast(device):
+            out = forward(batch)
+        for key, value in (out if isinstance(out, dict) else {"logits": out}).items():
+            parts.setdefault(key, []).append(value.float() if value.is_floating_point() else value)
+    return {key: torch.cat(values).cpu() for key, values in parts.items()}
+
+
+def module_of(forward) -> nn.Module | None:
+    """The module a forward callable belongs to (itself, or a bound method's owner)."""
+    module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
+    return module if isinstance(module, nn.Module) else None
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 is slower than fp32 here)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_batch(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device`` (a no-op for device-resident batches), channels-last on CUDA."""
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """A reproducible seed for one (stage, epoch, ...) from the run seed."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
+
+
+def set_frozen_modes(model: nn.Module, trainable: nn.Module | None = None) -> None:
+    """Everything in eval mode (BN statistics frozen); ``trainable`` back in train mode."""
+    model.eval()
+    if trainable is not None:
+        trainable.train()
+
+
+def freeze(model: nn.Module) -> None:
+    """No parameter of ``model`` takes a gradient any more."""
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)

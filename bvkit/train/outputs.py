@@ -1,0 +1,82 @@
+"""A run's output directory (``docs/formats.md``): metrics.json, predictions.npz, history.csv
+and checkpoint.pt, and resuming from that checkpoint.
+
+``run_metrics`` is the one builder of metrics.json, for a single run and for a packed one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bvkit.errors import BvkitError
+from bvkit.predictions import save_predictions
+from bvkit.train.checkpoint import CHECKPOINT, load_checkpoint, load_state, rng_state, save_checkpoint
+from bvkit.train.data import imbalance_of
+
+
+def run_metrics(method: str, data, imbalance: float, seed: int, epochs: int | None, evaluated: dict, *,
+                extra: dict, seconds: float, train_seconds: float, device: torch.device) -> dict:
+    """metrics.json of a run: what ran, ``evaluated`` (``evaluate_model``'s metrics), the
+    sizes of its parts, ``extra`` (a procedure's or stage's own keys), its time and device.
+    ``seconds``: this call's wall clock; ``train_seconds``: the epochs' (a resumed run's all)."""
+    return {
+        "method": method,
+        "dataset": data.name,
+        "imbalance": imbalance_of(data, imbalance),
+        "seed": seed,
+        "epochs": epochs,
+        **evaluated,
+        "n_train": data.size("train"),
+        "n_val": data.size("val"),
+        **extra,
+        "mflops": evaluated["mflops"],
+        "seconds": round(seconds, 1),
+        "train_seconds": round(train_seconds, 1),
+        "device": str(device),
+    }
+
+
+def write_outputs(out: Path, metrics: dict, labels, logits, counts, class_names, history) -> None:
+    """metrics.json, predictions.npz (one prediction set) and history.csv under ``out``."""
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    save_predictions(out / "predictions.npz", labels=np.asarray(labels, dtype=np.int64),
+                     logits=np.asarray(logits[None], dtype=np.float32),
+                     train_counts=np.asarray(counts, dtype=np.int64), class_names=class_names)
+    pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+
+
+def save_final_checkpoint(out: Path, model, *, stage: int, stage_name: str, epoch: int, history: list,
+                          device: torch.device, **extra) -> None:
+    """checkpoint.pt of a model no epoch loop saved last (a tau-norm stage, an unpacked run):
+    no optimiser or loss state to resume."""
+    save_checkpoint(out / CHECKPOINT, stage=stage, stage_name=stage_name, epoch=epoch, model=model.state_dict(),
+                    optimizer={}, loss={}, rng=rng_state(device), history=json.dumps(history), **extra)
+
+
+def resume_payload(out: Path | None, run_key: dict) -> dict | None:
+    """The checkpoint under ``out`` to resume, None when there is none; one of another run
+    (``run_key``: recipe, dataset, seed, training counts) is refused."""
+    if out is None or not (out / CHECKPOINT).is_file():
+        return None
+    payload = load_checkpoint(out / CHECKPOINT)
+    if json.loads(payload.get("run_key", "{}")) != json.loads(json.dumps(run_key, sort_keys=True)):
+        raise BvkitError(f"{out} holds a checkpoint of a different run; use another --out or --no-resume")
+    return payload
+
+
+def resume_phase(phase, payload: dict | None) -> int:
+    """The epoch ``phase`` starts from: 0, or, when ``payload`` was saved in this phase, its
+    epoch, with the model, optimiser and loss state it saved restored."""
+    if payload is None or payload.get("stage") != phase.index:
+        return 0
+    load_state(phase.model, payload["model"], "checkpoint model")
+    if payload.get("optimizer"):
+        phase.optimizer.load_state_dict(payload["optimizer"])
+    if payload.get("loss"):
+        phase.loss.load_state_dict(payload["loss"])
+    return int(payload["epoch"])

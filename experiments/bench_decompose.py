@@ -33,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 import bvkit
-import bvkit.decompose as bd
+import bvkit.decomposition as bd
+from bvkit.decomposition.passes import default_jobs
 
 CIFAR = dict(n_models=10, n_samples=10_000, n_classes=100)
 INAT = dict(n_models=10, n_samples=24_426, n_classes=8_142)
@@ -86,7 +87,7 @@ def header() -> None:
           f"({os.cpu_count()} online), {mem_kb / 2**20:.1f} GiB RAM, {platform.machine()}")
     print(f"versions: python {platform.python_version()}, numpy {np.__version__}, "
           f"pandas {pd.__version__}, bvkit {bvkit.__version__}")
-    print(f"threads used by decompose: {bd.core.engine.default_jobs()} (default n_jobs)")
+    print(f"threads used by decompose: {default_jobs()} (default n_jobs)")
     print(f"load average at the start: {load()} (the machine is shared: timings are noisy)")
 
 

@@ -6,10 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
+from bvkit.decomposition.terms import LOSSES
 from bvkit.errors import BvkitError
 
 FIGURE_FORMATS = ("png", "pdf", "svg")
-LOSS_CHOICES = ("squared", "zero-one", "cross-entropy")
+LOSS_CHOICES = LOSSES
 
 
 def register(subparsers) -> None:
@@ -27,7 +29,8 @@ def register(subparsers) -> None:
 
     table = subparsers.add_parser(
         "table", help="print and write a study's tables into DIR/tables/",
-        description="The accuracy table (from DIR/metrics.csv) and the key-insights table "
+        description="The accuracy table (split accuracies from the decomposition of the "
+                    "predictions, MFLOPs from DIR/metrics.csv) and the key-insights table "
                     "(verdicts from bootstrap intervals of the difference to the reference).")
     _study_arguments(table)
     table.add_argument("--format", default="markdown", choices=("markdown", "csv", "latex"))
@@ -52,17 +55,19 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="B",
                         help="bootstrap resamples for intervals (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    parser.add_argument("--many", type=int, default=100, help="many-shot: > this many images")
-    parser.add_argument("--few", type=int, default=20, help="few-shot: < this many images")
+    parser.add_argument("--many", type=int, default=MANY_SHOT,
+                        help=f"many-shot: > this many images (default {MANY_SHOT})")
+    parser.add_argument("--few", type=int, default=FEW_SHOT,
+                        help=f"few-shot: < this many images (default {FEW_SHOT})")
 
 
 def _load(args):
-    from bvkit.report.study import load_study
+    from bvkit.report.study import study_frames
 
     if args.bootstrap < 1:
         raise BvkitError("--bootstrap must be at least 1 (intervals and verdicts need it)")
-    return load_study(args.directory, loss=args.loss, reference=args.reference,
-                      bootstrap=args.bootstrap, seed=args.seed, many=args.many, few=args.few)
+    return study_frames(args.directory, loss=args.loss, reference=args.reference,
+                        bootstrap=args.bootstrap, seed=args.seed, many=args.many, few=args.few)
 
 
 def _formats(text: str) -> list[str]:
@@ -74,57 +79,8 @@ def _formats(text: str) -> list[str]:
     return formats
 
 
-def make_figures(study, *, bootstrap: int, seed: int, window: int | None = None) -> tuple[dict, list[str]]:
-    """name -> Figure for a loaded study, and notes on figures left out."""
-    from bvkit.report import figures
-    from bvkit.report.style import method_palette
-
-    palette = method_palette(study.methods, study.reference)
-    common = dict(per_sample=study.per_sample, window=window, bootstrap=bootstrap, seed=seed,
-                  palette=palette)
-    made = {"accuracy_difference": figures.plot_class_difference(
-        study.per_class, "accuracy", study.reference, **common)}
-    for metric in ("bias", "variance"):
-        made[metric] = figures.plot_metric_overview(
-            study.per_class, study.per_split, metric, study.reference,
-            split_differences=study.split_differences, **common)
-    made["splits"] = figures.plot_split_bars(study.per_split, reference=study.reference,
-                                             palette=palette)
-    notes = []
-    if study.expert_usage is not None:
-        made["expert_usage"] = figures.plot_expert_usage(study.expert_usage)
-    else:
-        notes.append("expert usage: no routed RIDE runs (no expert_usage.csv); figure skipped")
-    return made, notes
-
-
-def make_tables(study) -> tuple[dict, dict, list[str]]:
-    """(numeric tables, display tables, notes): accuracy (when metrics.csv exists), insights."""
-    from bvkit.report import tables
-
-    numeric, shown, notes = {}, {}, []
-    if study.metrics is not None:
-        numeric["accuracy"] = tables.accuracy_table(study.metrics, study.reference)
-        shown["accuracy"] = tables.format_accuracy_table(numeric["accuracy"], study.reference)
-    else:
-        notes.append("accuracy table: no metrics.csv in the study directory; table skipped")
-    numeric["insights"] = tables.key_insights(study.split_differences, study.reference)
-    for split, side in tables.INSIGHT_SPLITS.items():
-        if split not in set(numeric["insights"]["split"]):
-            notes.append(f"key insights: the {split}-shot split has no classes; {side} columns left out")
-    shown["insights"] = tables.format_key_insights(numeric["insights"])
-    return numeric, shown, notes
-
-
-TABLE_TITLES = {
-    "accuracy": "Accuracy (%): mean ± std over runs; MFLOPs with the factor vs the reference",
-    "insights": "Key insights: many-shot (head) and few-shot (tail) vs the reference "
-                "(Comparable when the bootstrap interval of the difference covers 0; "
-                "lower bias / variance is better)",
-}
-
-
 def run_figures(args: argparse.Namespace) -> int:
+    from bvkit.report.assembly import make_figures
     from bvkit.report.figures import save_figure
 
     formats = _formats(args.format)
@@ -141,6 +97,7 @@ def run_figures(args: argparse.Namespace) -> int:
 
 
 def run_table(args: argparse.Namespace) -> int:
+    from bvkit.report.assembly import TABLE_TITLES, make_tables
     from bvkit.report import tables
 
     study = _load(args)
@@ -158,36 +115,13 @@ def run_table(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from bvkit.report.html import Section, render_report
+    from bvkit.report.assembly import make_figures, make_tables, report_page
 
     study = _load(args)
     made, figure_notes = make_figures(study, bootstrap=args.bootstrap, seed=args.seed,
                                       window=args.window)
     _, shown, table_notes = make_tables(study)
-    ref, loss = study.reference, study.loss
-    sections = [
-        Section("Tables", tables=[(TABLE_TITLES[name], frame) for name, frame in shown.items()],
-                notes=table_notes),
-        Section("Accuracy vs the reference", figures=[(
-            f"Per-class accuracy minus {ref}, classes sorted by training count; moving average "
-            f"with its bootstrap band", made["accuracy_difference"])]),
-        Section(f"Bias ({loss} loss)", figures=[(
-            f"(a) per-class bias, (b) change vs {ref} per class, (c) per split with bootstrap "
-            f"intervals", made["bias"])]),
-        Section(f"Variance ({loss} loss)", figures=[(
-            f"(a) per-class variance, (b) change vs {ref} per class, (c) per split with "
-            f"bootstrap intervals", made["variance"])]),
-        Section("Per split", figures=[("Accuracy, bias and variance per shot split with "
-                                       "bootstrap intervals", made["splits"])]),
-        Section("Expert assignment", notes=figure_notes, figures=[
-            ("Share of samples routed to 1..n experts per shot split", made["expert_usage"])]
-            if "expert_usage" in made else []),
-    ]
-    subtitle = (f"{study.directory.resolve().name}: {len(study.methods)} methods "
-                f"({', '.join(study.methods)}), {loss} decomposition, reference {ref}, "
-                f"{args.bootstrap} bootstrap resamples (seed {args.seed}).")
-    page = render_report(f"bvkit report: {study.directory.resolve().name}", sections,
-                         subtitle=subtitle)
+    page = report_page(study, made, figure_notes, shown, table_notes, bootstrap=args.bootstrap, seed=args.seed)
     out = args.out or study.directory / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")

@@ -1,5 +1,8 @@
 """The paper's figures from tidy decomposition frames; every function returns a matplotlib Figure.
 
+Points, curves and bars are drawn by seaborn from tidy frames (hue = method, one palette per
+study); every band and error bar is an interval of the decomposition's one bootstrap engine.
+
 Artists carry ``gid`` tags so their data can be read back (tests do): ``classes:<method>``
 (per-class points), ``smooth:<method>`` (moving average), ``band:<method>`` (its bootstrap band),
 ``split:<split>`` (background span of a shot split), ``bar:<metric>:<method>:<split>``,
@@ -11,16 +14,15 @@ from __future__ import annotations
 import functools
 
 import matplotlib
-
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import blended_transform_factory
 
+from bvkit.data.profiles import SPLITS_WITH_ALL
 from bvkit.errors import BvkitError
-from bvkit.report.bootstrap import default_window, moving_average
-from bvkit.report.frames import (
+from bvkit.report.differences import (
     class_differences,
     class_order,
     require_columns,
@@ -30,8 +32,8 @@ from bvkit.report.frames import (
     split_differences_from_samples,
     split_differences_without_intervals,
     split_spans,
-    SPLITS_WITH_ALL,
 )
+from bvkit.report.smoothing import default_window, moving_average
 from bvkit.report.style import (
     COLUMN_WIDTH,
     METRIC_LABELS,
@@ -111,23 +113,38 @@ def draw_class_difference(
     add_split_bands(ax, order)
     ax.axhline(0.0, color="#333333", linewidth=0.6, zorder=1)
     methods = [m for m in method_order(diffs["method"], reference) if m != reference]
-    for method in methods:
-        colour = palette[method]
-        group = diffs[diffs["method"] == method].sort_values("rank")
-        if points:
-            ax.plot(group["rank"], group["diff"] * scale, linestyle="none", marker="o",
-                    markersize=2.2, alpha=0.45, color=colour, gid=f"classes:{method}", zorder=2)
-        curve = smooth[smooth["method"] == method].sort_values("rank")
-        if "smooth_lo" in curve:
+    if points:
+        _hue_lines(ax, diffs.assign(y=diffs["diff"] * scale), methods, palette, "classes",
+                   linestyle="none", marker="o", markersize=3.2, markeredgewidth=0, alpha=0.45,
+                   zorder=2)
+    if "smooth_lo" in smooth:
+        for method in methods:
+            curve = smooth[smooth["method"] == method].sort_values("rank")
             band = ax.fill_between(curve["rank"], curve["smooth_lo"] * scale,
-                                   curve["smooth_hi"] * scale, color=colour, alpha=0.2,
+                                   curve["smooth_hi"] * scale, color=palette[method], alpha=0.2,
                                    linewidth=0, zorder=2)
             band.set_gid(f"band:{method}")
-        ax.plot(curve["rank"], curve["smooth"] * scale, color=colour, gid=f"smooth:{method}",
-                zorder=3)
+    _hue_lines(ax, smooth.assign(y=smooth["smooth"] * scale), methods, palette, "smooth",
+               zorder=3)
     ax.set_xlabel(CLASS_AXIS_LABEL)
     ax.set_ylabel(_diff_label(metric, reference))
     return methods
+
+
+def _hue_lines(ax, frame: pd.DataFrame, methods, palette: dict, kind: str, **style) -> None:
+    """One seaborn line per method (hue) through ``frame``'s (rank, y), tagged
+    ``<kind>:<method>``; NaN values are left out."""
+    import seaborn as sns  # imports pyplot (not used: figures are bare Figures); load it late
+
+    data = frame[frame["method"].isin(methods)].dropna(subset=["y"])
+    drawn = [m for m in methods if m in set(data["method"])]
+    if not drawn:
+        return
+    before = len(ax.lines)
+    sns.lineplot(data, x="rank", y="y", hue="method", hue_order=drawn, palette=palette,
+                 estimator=None, errorbar=None, legend=False, ax=ax, **style)
+    for line, method in zip(ax.lines[before:], drawn, strict=True):
+        line.set_gid(f"{kind}:{method}")
 
 
 @paper_style
@@ -159,37 +176,46 @@ def _draw_class_values(ax, per_class: pd.DataFrame, metric: str, reference: str,
     window = window or default_window(len(order))
     scale = metric_scale(metric)
     add_split_bands(ax, order)
-    for method in method_order(per_class["method"], reference):
-        group = per_class[per_class["method"] == method].merge(order[["class", "rank"]], on="class")
-        group = group.sort_values("rank")
-        values = group[metric].to_numpy(float) * scale
-        ax.plot(group["rank"], values, linestyle="none", marker="o", markersize=1.8, alpha=0.35,
-                color=palette[method], gid=f"classes:{method}", zorder=2)
-        ax.plot(group["rank"], moving_average(values, window), color=palette[method],
-                gid=f"smooth:{method}", zorder=3)
+    methods = method_order(per_class["method"], reference)
+    values = (per_class[["method", "class", metric]].merge(order[["class", "rank"]], on="class")
+              .sort_values(["method", "rank"]))
+    values["y"] = values[metric].to_numpy(float) * scale
+    values["smooth"] = values.groupby("method", sort=False)["y"].transform(
+        lambda y: moving_average(y.to_numpy(), window))
+    _hue_lines(ax, values, methods, palette, "classes", linestyle="none", marker="o",
+               markersize=2.8, markeredgewidth=0, alpha=0.35, zorder=2)
+    _hue_lines(ax, values.assign(y=values["smooth"]), methods, palette, "smooth", zorder=3)
     ax.set_xlabel(CLASS_AXIS_LABEL)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
 
 
 def _grouped_bars(ax, frame: pd.DataFrame, value: str, lo: str | None, hi: str | None,
                   methods, palette, metric: str, splits) -> None:
-    """Bars per split (groups) and method (hue) with optional [lo, hi] error bars."""
+    """Bars per split (x) and method (hue, seaborn) with optional [lo, hi] error bars."""
+    import seaborn as sns  # imports pyplot (not used: figures are bare Figures); load it late
+
     scale = metric_scale(metric)
-    width = 0.8 / max(len(methods), 1)
-    for i, method in enumerate(methods):
-        rows = frame[frame["method"] == method].set_index("split")
-        for j, split in enumerate(splits):
-            if split not in rows.index:
-                continue
-            x = j - 0.4 + width * (i + 0.5)
-            height = float(rows.loc[split, value]) * scale
-            bar = ax.bar(x, height, width=width, color=palette[method], linewidth=0, zorder=2)
-            bar.patches[0].set_gid(f"bar:{metric}:{method}:{split}")
-            if lo and hi and lo in rows.columns and pd.notna(rows.loc[split, lo]):
-                low, high = rows.loc[split, lo] * scale, rows.loc[split, hi] * scale
-                errorbar = ax.errorbar(x, height, yerr=[[height - low], [high - height]],
-                                       color="#222222", linewidth=0.7, capsize=1.5, zorder=3)
-                errorbar.lines[2][0].set_gid(f"err:{metric}:{method}:{split}")
+    rows = frame[frame["method"].isin(methods) & frame["split"].isin(splits)
+                 & frame[value].notna()]
+    rows = rows.assign(height=rows[value].to_numpy(float) * scale)
+    before = len(ax.patches)
+    if not rows.empty:
+        sns.barplot(rows, x="split", y="height", hue="method", order=list(splits),
+                    hue_order=list(methods), palette=palette, saturation=1, errorbar=None,
+                    legend=False, linewidth=0, zorder=2, ax=ax)
+    by_key = rows.set_index(["method", "split"])
+    slot = 0.8 / len(methods)  # seaborn's dodge: hue slots of equal width within 0.8
+    for patch in ax.patches[before:]:
+        x = patch.get_x() + patch.get_width() / 2
+        j = int(round(x))
+        method, split = methods[int(round((x - j + 0.4) / slot - 0.5))], splits[j]
+        patch.set_gid(f"bar:{metric}:{method}:{split}")
+        row = by_key.loc[(method, split)]
+        if lo and hi and lo in by_key.columns and pd.notna(row[lo]):
+            height, low, high = row["height"], row[lo] * scale, row[hi] * scale
+            errorbar = ax.errorbar(x, height, yerr=[[height - low], [high - height]],
+                                   color="#222222", linewidth=0.7, capsize=1.5, zorder=3)
+            errorbar.lines[2][0].set_gid(f"err:{metric}:{method}:{split}")
     ax.set_xticks(range(len(splits)), [SPLIT_LABELS[s] for s in splits])
     ax.set_xlabel("shot split")
     ax.axhline(0.0, color="#333333", linewidth=0.6, zorder=1)
@@ -213,8 +239,9 @@ def plot_metric_overview(
     per class with a smoothed bootstrap band, (c) the change per split with intervals.
 
     ``split_differences`` (columns method, split, metric, diff, diff_lo, diff_hi, e.g. from
-    ``bvkit.decompose``'s comparison) gives panel (c)'s intervals; without it they are
-    bootstrapped from ``per_sample``, or drawn without intervals when neither is given.
+    :func:`bvkit.decomposition.compare`) gives panel (c)'s intervals; without it they are
+    bootstrapped from ``per_sample`` (the same engine), or drawn without intervals when neither
+    is given.
     """
     per_class = select_loss(per_class, loss)
     per_split = select_loss(per_split, loss)

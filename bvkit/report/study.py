@@ -1,4 +1,5 @@
-"""Read a study directory into the tidy frames the figures and tables take."""
+"""A study's tidy frames for the figures and tables: its decomposition under one loss, each
+method's comparison to the reference, the runs' metrics and expert usage."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
+from bvkit.decomposition import (
+    LOSSES,
+    Decomposition,
+    compare,
+    decompose_file,
+    find_prediction_sets,
+    load_predictions,
+)
 from bvkit.errors import BvkitError
-from bvkit.report.frames import split_differences_from_comparison
+from bvkit.report.differences import split_differences_from_comparison
+from bvkit.study.reader import Study, load_study, read_table
 
 DIFFERENCE_METRICS = ("accuracy", "error", "bias", "variance")
 
@@ -24,6 +35,7 @@ class StudyFrames:
     per_class: pd.DataFrame
     per_split: pd.DataFrame
     split_differences: pd.DataFrame  # method, split, metric, diff, diff_lo, diff_hi
+    split_accuracy: pd.DataFrame  # the decomposition's per_model: method, model, split, accuracy
     metrics: pd.DataFrame | None  # metrics.csv, when the study wrote one
     expert_usage: pd.DataFrame | None  # expert_usage.csv, routed RIDE runs only
 
@@ -32,40 +44,21 @@ class StudyFrames:
         return list(dict.fromkeys(self.per_split["method"]))
 
 
-def read_csv_if_any(path: Path) -> pd.DataFrame | None:
-    """The CSV as a frame, or None when it is absent or has no rows."""
-    if not path.is_file():
-        return None
-    try:
-        frame = pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise BvkitError(f"{path}: unreadable CSV ({str(err).splitlines()[0]})") from None
-    return None if frame.empty else frame
+def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootstrap: int = 1000,
+                 seed: int = 0, many: int = MANY_SHOT, few: int = FEW_SHOT) -> StudyFrames:
+    """Decompose every prediction set of a study under ``loss`` (with ``bootstrap`` intervals,
+    shot splits at ``many`` / ``few``) and compare each method to ``reference`` with paired
+    bootstrap intervals.
 
-
-def check_study_dir(directory) -> Path:
-    directory = Path(directory)
-    if not directory.exists():
-        raise BvkitError(f"{directory}: no such study directory")
-    if not directory.is_dir():
-        raise BvkitError(f"{directory}: not a directory (expected a study directory)")
-    return directory
-
-
-def load_study(directory, *, loss: str = "squared", reference: str = "ce", bootstrap: int = 1000,
-               seed: int = 0, many: int = 100, few: int = 20) -> StudyFrames:
-    """Decompose every prediction set of ``directory`` under ``loss`` (with ``bootstrap``
-    intervals) and compare each method to ``reference`` with paired bootstrap intervals."""
-    from bvkit.decompose import Decomposition, compare, decompose_file, find_prediction_sets
-
-    directory = check_study_dir(directory)
-    if loss not in ("squared", "zero-one", "cross-entropy"):
-        raise BvkitError(f"unknown loss {loss!r} (choose squared, zero-one or cross-entropy)")
-    paths = find_prediction_sets(directory)
-    parts = [decompose_file(p, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few)
-             for p in paths]
+    ``source``: a :class:`~bvkit.study.reader.Study`, a study directory, or a plain folder of
+    prediction sets (``predictions/<method>.npz`` and, optionally, metrics.csv and
+    expert_usage.csv beside them).
+    """
+    if loss not in LOSSES:
+        raise BvkitError(f"unknown loss {loss!r} (choose {', '.join(LOSSES)})")
+    directory, sets, metrics, usage = _read(source)
+    parts = [decompose_file(pset, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few)
+             for pset in sets]
     decomposition = Decomposition.concat(parts)
     if reference not in decomposition.methods:
         raise BvkitError(f"reference method {reference!r} not in {directory} "
@@ -73,12 +66,31 @@ def load_study(directory, *, loss: str = "squared", reference: str = "ce", boots
     if len(decomposition.methods) < 2:
         raise BvkitError(f"{directory}: only {reference!r} has predictions; nothing to compare")
     comparison = compare(decomposition, reference, bootstrap=bootstrap, seed=seed)
-    metrics = [m for m in DIFFERENCE_METRICS if m in comparison.per_split.columns]
+    metric_names = [m for m in DIFFERENCE_METRICS if m in comparison.per_split.columns]
     return StudyFrames(
         directory=directory, loss=loss, reference=reference,
         per_sample=decomposition.per_sample, per_class=decomposition.per_class,
         per_split=decomposition.per_split,
-        split_differences=split_differences_from_comparison(comparison.per_split, metrics),
-        metrics=read_csv_if_any(directory / "metrics.csv"),
-        expert_usage=read_csv_if_any(directory / "expert_usage.csv"),
+        split_differences=split_differences_from_comparison(comparison.per_split, metric_names),
+        split_accuracy=decomposition.per_model,
+        metrics=None if metrics.empty else metrics,
+        expert_usage=None if usage.empty else usage,
     )
+
+
+def _read(source):
+    """(directory, prediction sets, metrics, expert usage) of a study or a plain folder."""
+    if not isinstance(source, Study):
+        directory = Path(source)
+        if not directory.exists():
+            raise BvkitError(f"{directory}: no such study directory")
+        if not directory.is_dir():
+            raise BvkitError(f"{directory}: not a directory (expected a study directory)")
+        if not (directory / "spec.toml").is_file():
+            sets = [load_predictions(path) for path in find_prediction_sets(directory)]
+            return (directory, sets, read_table(directory / "metrics.csv"),
+                    read_table(directory / "expert_usage.csv"))
+        source = load_study(directory)
+    if not source.prediction_sets:
+        raise BvkitError(f"{source.path}: no complete method has predictions yet")
+    return source.path, list(source.prediction_sets.values()), source.metrics, source.expert_usage

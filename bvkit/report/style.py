@@ -11,7 +11,6 @@ BASELINE_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55
 RIDE_COLOURS = ("#B2182B", "#E7298A", "#67001F", "#F4A582", "#D6604D")
 REFERENCE_COLOUR = "#333333"
 
-SPLIT_ORDER = ("many", "medium", "few")
 SPLIT_LABELS = {"many": "Many", "medium": "Med", "few": "Few", "all": "All"}
 SPLIT_SHADES = {"many": "#EDEDED", "medium": "#F7F7F7", "few": "#DADADA"}
 

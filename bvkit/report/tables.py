@@ -1,5 +1,8 @@
 """The paper's tables from tidy frames: accuracy (with MFLOPs) and key insights (verdicts).
 
+The study's tables take their split accuracies from the decomposition (``split_accuracy``), so
+they and the figures share one set of shot thresholds (``--many`` / ``--few``).
+
 Numeric frames come first (``accuracy_table``, ``key_insights``); ``format_*`` turn them into
 display strings; ``to_markdown`` / ``to_latex`` / ``write_table`` render any frame.
 """
@@ -11,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bvkit.data.profiles import ALL, SPLITS
 from bvkit.errors import BvkitError
-from bvkit.report.frames import require_columns
+from bvkit.report.differences import require_columns
 from bvkit.report.style import HIGHER_IS_BETTER, method_order
 
-ACCURACY_COLUMNS = ("all", "many", "medium", "few")
+ACCURACY_COLUMNS = (ALL, *SPLITS)
 ACCURACY_HEADERS = {"all": "All", "many": "Many", "medium": "Med", "few": "Few"}
 INSIGHT_SPLITS = {"many": "Head", "few": "Tail"}
 INSIGHT_METRICS = {"accuracy": "Acc", "bias": "Bias", "variance": "Variance"}
@@ -24,33 +28,46 @@ FORMATS = ("markdown", "csv", "latex")
 EXTENSIONS = {"markdown": "md", "csv": "csv", "latex": "tex"}
 
 
-def accuracy_table(metrics: pd.DataFrame, reference: str = "ce") -> pd.DataFrame:
+def accuracy_table(metrics: pd.DataFrame, reference: str = "ce", *,
+                   split_accuracy: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per method: mean and std (over subsets / seeds) of All / Many / Med / Few
     accuracy in percent, ``all_delta`` (mean All minus the reference's), mean MFLOPs and its
     factor vs the reference.
 
-    ``metrics`` is a study's metrics.csv (method, status, all, many, medium, few, mflops, ...);
-    only runs whose status is "done" count when there is a status column. Accuracies stored
-    as fractions (all values <= 1) are converted to percent.
+    ``split_accuracy``: the decomposition's ``per_model`` frame (method, model, split,
+    accuracy), one model per run; when given, the accuracies come from it, with the classes
+    and shot thresholds of the figures, and ``metrics`` gives only the MFLOPs. Otherwise they
+    come from ``metrics``, a study's metrics.csv (method, status, all, many, medium, few,
+    mflops, ...). Only runs whose status is "done" count when there is a status column.
+    Accuracies stored as fractions (all values <= 1) are converted to percent.
     """
-    require_columns(metrics, ["method", *ACCURACY_COLUMNS], "metrics")
+    require_columns(metrics, ["method"], "metrics")
     runs = metrics
     if "status" in runs.columns:
         runs = runs[runs["status"].astype(str).str.lower() == "done"]
-    if runs.empty:
-        raise BvkitError("metrics hold no finished run (status 'done')")
-    values = runs[list(ACCURACY_COLUMNS)].apply(pd.to_numeric, errors="coerce")
-    if np.nanmax(values.to_numpy(float), initial=0.0) <= 1.0:
-        values = values * 100.0
-    runs = runs.assign(**{c: values[c] for c in ACCURACY_COLUMNS})
-    grouped = runs.groupby("method", sort=False)
+    if split_accuracy is None:
+        require_columns(metrics, ["method", *ACCURACY_COLUMNS], "metrics")
+        if runs.empty:
+            raise BvkitError("metrics hold no finished run (status 'done')")
+        accuracies = runs[["method", *ACCURACY_COLUMNS]]
+        values = accuracies[list(ACCURACY_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+        if np.nanmax(values.to_numpy(float), initial=0.0) <= 1.0:
+            values = values * 100.0
+    else:
+        require_columns(split_accuracy, ["method", "model", "split", "accuracy"], "split accuracy")
+        accuracies = (split_accuracy.pivot(index=["method", "model"], columns="split",
+                                           values="accuracy")
+                      .reindex(columns=list(ACCURACY_COLUMNS)).reset_index())
+        values = accuracies[list(ACCURACY_COLUMNS)] * 100.0
+    accuracies = accuracies.assign(**{c: values[c] for c in ACCURACY_COLUMNS})
+    grouped = accuracies.groupby("method", sort=False)
     table = pd.DataFrame({"n_runs": grouped.size()})
     for column in ACCURACY_COLUMNS:
         table[f"{column}_mean"] = grouped[column].mean()
         table[f"{column}_std"] = grouped[column].std(ddof=1)
     table["all_delta"] = table["all_mean"] - table["all_mean"].get(reference, np.nan)
     if "mflops" in runs.columns:
-        table["mflops"] = grouped["mflops"].mean()
+        table["mflops"] = runs.groupby("method", sort=False)["mflops"].mean().reindex(table.index)
         base = table["mflops"].get(reference, np.nan)
         table["mflops_factor"] = table["mflops"] / base if base and np.isfinite(base) else np.nan
     order = method_order(table.index, reference)

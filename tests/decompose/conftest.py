@@ -8,7 +8,7 @@ def run_cli(monkeypatch, capsys):
     """Run ``bvkit ...`` in-process with only the decompose command registered."""
     from bvkit import cli
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("bvkit.decompose.commands",))
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("bvkit.decomposition.commands",))
 
     def run(*argv):
         code = cli.main([str(a) for a in argv])

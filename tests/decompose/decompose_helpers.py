@@ -1,4 +1,4 @@
-"""Test helpers: random prediction sets and a naive float64 oracle (BIAS_VARIANCE.md)."""
+"""Test helpers: random prediction sets and a naive float64 oracle (docs/bias_variance.md)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def random_set(seed=0, n_models=5, n_samples=200, n_classes=8, spread=2.0, dtype
 
 
 def oracle(labels, probs, argmax_of=None):
-    """Per-sample terms straight from BIAS_VARIANCE.md, one sample at a time, in float64.
+    """Per-sample terms straight from docs/bias_variance.md, one sample at a time, in float64.
 
     ``argmax_of``: the scores whose argmax are the hard predictions (default ``probs``).
     """

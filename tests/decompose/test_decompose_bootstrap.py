@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 from decompose_helpers import random_set
 
-import bvkit.decompose as bd
-from bvkit.decompose import bootstrap as bs
-from bvkit.decompose.frames import Groups
+import bvkit.decomposition as bd
+from bvkit.decomposition import bootstrap as bs
+from bvkit.decomposition.grouping import Groups
 from bvkit.errors import BvkitError
 
 VALUES = ["accuracy", "error", "bias", "variance"]
@@ -37,6 +37,25 @@ def test_class_replicates_match_explicit_resampling():
             mask = labels == k
             assert reps[b, k] == pytest.approx(np.sum(counts[b, mask] * values[mask]) / mask.sum())
     assert np.isnan(reps[:, 3]).all()  # class 3 has no test samples
+
+
+def test_class_replicates_resample_within_classes():
+    # moved from the report's own bootstrap (deleted): the same checks on the one engine
+    classes = np.array([0, 0, 0, 1, 1, 2])
+    values = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 7.0])
+    groups = Groups.build(classes, 4)
+    replicates = bs.class_replicates(values, groups, bs.Resamples.draw(classes, 500, seed=0))
+    assert replicates.shape == (500, 4)
+    np.testing.assert_array_equal(replicates[:, 2], 7.0)  # one sample: no spread
+    assert set(np.round(replicates[:, 1], 6)) <= {10.0, 15.0, 20.0}
+    assert replicates[:, 0].min() >= 1 and replicates[:, 0].max() <= 3
+    assert np.isnan(replicates[:, 3]).all()  # class without test samples
+    assert abs(replicates[:, 0].mean() - 2.0) < 0.1
+    again = bs.class_replicates(values, groups, bs.Resamples.draw(classes, 500, seed=0))
+    np.testing.assert_array_equal(replicates, again)
+    lo, hi = bs.intervals(replicates, 0.95)
+    assert np.all(lo[:3] <= hi[:3]) and lo[2] == hi[2] == 7.0
+    assert np.isnan(lo[3]) and np.isnan(hi[3])
 
 
 def test_intervals_contain_point_estimate_and_are_deterministic():

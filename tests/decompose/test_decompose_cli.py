@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from decompose_helpers import random_set, softmax
 
-import bvkit.decompose as bd
+import bvkit.decomposition as bd
 
 CLASS_COLUMNS = ["method", "loss", "class", "train_count", "split", "n_test", "accuracy",
                  "error", "bias", "variance"]

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from decompose_helpers import random_set
 
-import bvkit.decompose as bd
-from bvkit.decompose.reader import ChunkReader
+import bvkit.decomposition as bd
+from bvkit.decomposition.chunk_reader import ChunkReader
 from bvkit.errors import BvkitError
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-import bvkit.decompose as bd
+import bvkit.decomposition as bd
 
 mlxtend_evaluate = pytest.importorskip("mlxtend.evaluate")
 

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import bvkit.decompose as bd
-from bvkit.decompose import terms as T
+import bvkit.decomposition as bd
+from bvkit.decomposition import terms as T
 from bvkit.errors import BvkitError
 
 TOL = dict(rtol=1e-5, atol=2e-6)

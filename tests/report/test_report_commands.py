@@ -7,8 +7,8 @@ from PIL import Image
 
 import bvkit
 from bvkit import cli
-from bvkit.report import commands, tables
-from bvkit.report.study import load_study
+from bvkit.report import assembly, commands, tables
+from bvkit.report.study import study_frames
 
 from report_browser import CHROMIUM, dump_dom_with_probe, screenshot
 from report_frames import make_study
@@ -47,8 +47,8 @@ def test_figures_command_writes_every_figure(run_cli, study_dir):
 
 
 def test_study_figures_plot_the_decomposition(study_dir):
-    study = load_study(study_dir, bootstrap=50, seed=1)
-    made, notes = commands.make_figures(study, bootstrap=50, seed=1, window=1)
+    study = study_frames(study_dir, bootstrap=50, seed=1)
+    made, notes = assembly.make_figures(study, bootstrap=50, seed=1, window=1)
     assert notes == []
     labels = np.load(study_dir / "predictions" / "ce.npz")["labels"]
     reference = bvkit.decompose(**_arrays(study_dir, "ce"), method="ce")
@@ -84,6 +84,20 @@ def test_table_command_round_trips_csv(run_cli, study_dir):
     assert (insights.loc[covers, "verdict"] == "Comparable").all()
     assert (insights.loc[~covers, "verdict"] != "Comparable").all()
     assert "method,n_runs,all_mean" in out
+
+
+def test_table_split_accuracy_follows_many_few_like_the_figures(run_cli, study_dir):
+    code, _, err = run_cli("table", study_dir, "--format", "csv", "--many", "50", "--few", "10",
+                           *BOOTSTRAP)
+    assert code == 0, err
+    written = pd.read_csv(study_dir / "tables" / "accuracy.csv").set_index("method")
+    study = study_frames(study_dir, bootstrap=10, many=50, few=10)
+    figure_values = study.per_split.set_index(["method", "split"])["accuracy"] * 100
+    for (method, split), value in figure_values.items():
+        assert written.loc[method, f"{split}_mean"] == pytest.approx(value)
+    at_training_thresholds = tables.accuracy_table(pd.read_csv(study_dir / "metrics.csv"), "ce")
+    assert not np.allclose(written["many_mean"], at_training_thresholds["many_mean"])
+    np.testing.assert_allclose(written["mflops"], at_training_thresholds["mflops"])
 
 
 def test_table_command_prints_parsable_markdown(run_cli, study_dir):

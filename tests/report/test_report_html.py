@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from bvkit.report import figures, tables
-from bvkit.report.frames import split_differences_from_samples
+from bvkit.report.differences import split_differences_from_samples
 from bvkit.report.html import Section, render_report
 
 from report_browser import CHROMIUM, dump_dom_with_probe, screenshot

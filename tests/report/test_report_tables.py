@@ -4,7 +4,7 @@ import pytest
 
 from bvkit.errors import BvkitError
 from bvkit.report import tables
-from bvkit.report.frames import split_differences_from_samples
+from bvkit.report.differences import split_differences_from_samples
 
 
 def metrics_frame():

@@ -1,4 +1,4 @@
-"""``decompose``: prediction arrays -> per-sample, per-class and per-split frames."""
+"""``decompose``: prediction arrays -> per-sample, per-class, per-split and per-model frames."""
 
 from __future__ import annotations
 
@@ -7,10 +7,19 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bvkit.decompose import bootstrap as bs
-from bvkit.decompose import engine
-from bvkit.decompose.frames import Groups, class_frame, ordered_columns, sample_frame, split_frame
-from bvkit.decompose.terms import columns_of
+from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
+from bvkit.decomposition import bootstrap as bs
+from bvkit.decomposition import inputs, passes
+from bvkit.decomposition.grouping import (
+    Groups,
+    class_frame,
+    model_frame,
+    ordered_columns,
+    sample_frame,
+    split_frame,
+)
+from bvkit.decomposition.io import PredictionSet, load_predictions
+from bvkit.decomposition.terms import columns_of
 from bvkit.errors import BvkitError
 
 CLASS_KEY = ["method", "loss", "class", "class_name", "train_count", "split", "n_test"]
@@ -23,13 +32,15 @@ class Decomposition:
 
     ``per_sample``: one row per (method, loss, test sample); ``per_class``: per (method, loss,
     class); ``per_split``: per (method, loss, split). ``settings``: method -> the arguments
-    and sizes it was decomposed with.
+    and sizes it was decomposed with. ``per_model``: per (method, model, split), each model's
+    accuracy with the same classes and splits; their mean over models is ``per_split``'s.
     """
 
     per_sample: pd.DataFrame
     per_class: pd.DataFrame
     per_split: pd.DataFrame
     settings: dict = field(default_factory=dict)
+    per_model: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def methods(self) -> list[str]:
@@ -49,9 +60,9 @@ class Decomposition:
         dupes = sorted({m for m in names if names.count(m) > 1})
         if dupes:
             raise BvkitError(f"method name used twice: {', '.join(dupes)} (use distinct names)")
-        frames = [pd.concat([getattr(p, attr) for p in parts], ignore_index=True)
-                  for attr in ("per_sample", "per_class", "per_split")]
-        return cls(*frames, {m: s for p in parts for m, s in p.settings.items()})
+        frames = {attr: pd.concat([getattr(p, attr) for p in parts], ignore_index=True)
+                  for attr in ("per_sample", "per_class", "per_split", "per_model")}
+        return cls(settings={m: s for p in parts for m, s in p.settings.items()}, **frames)
 
     def __repr__(self) -> str:
         return (f"Decomposition(methods={self.methods}, losses={self.losses}, "
@@ -68,8 +79,8 @@ def decompose(
     train_counts=None,
     class_names=None,
     loss="squared",
-    many: int = 100,
-    few: int = 20,
+    many: int = MANY_SHOT,
+    few: int = FEW_SHOT,
     bootstrap: int = 0,
     bootstrap_models: bool = False,
     level: float = 0.95,
@@ -87,7 +98,8 @@ def decompose(
     zero-one for hard ``preds``, which have no cross-entropy). ``train_counts (C,)``
     gives the many/medium/few splits (``n > many``, ``n < few``). ``bootstrap=B`` adds
     ``<column>_lo``/``_hi`` percentile intervals at ``level``, resampling test samples within
-    classes (and the models too with ``bootstrap_models``), seeded by ``seed``.
+    classes (and the models too with ``bootstrap_models``), seeded by ``seed``. Definitions
+    and frames: ``docs/bias_variance.md``.
 
     With ``bootstrap_models`` a replicate holds repeated models, which shrinks the plug-in
     variance (by about (D-1)/D on average), so with few models its interval sits below the
@@ -95,8 +107,8 @@ def decompose(
     Its cost is B recomputations of the per-sample terms (cross-entropy: B x D x N x C
     multiply-adds), done in one chunked pass.
     """
-    losses = engine.resolve_losses(loss)
-    kind, scores = engine.pick_scores(logits, probs, preds)
+    losses = inputs.resolve_losses(loss)
+    kind, scores = inputs.pick_scores(logits, probs, preds)
     if loss == "all" and kind == "preds":  # "all" that hard predictions support
         losses = tuple(name for name in losses if name != "cross-entropy")
     if kind == "preds" and "cross-entropy" in losses:
@@ -104,7 +116,7 @@ def decompose(
     if not isinstance(scores, np.ndarray):
         scores = np.asarray(scores)
     labels = np.asarray(labels)
-    n_classes = engine.check_inputs(labels, scores, kind, train_counts, class_names)
+    n_classes = inputs.check_inputs(labels, scores, kind, train_counts, class_names)
     if few > many + 1:
         raise BvkitError(f"few ({few}) must not exceed many + 1 ({many + 1})")
     bs.check_bootstrap(bootstrap, level)
@@ -114,12 +126,14 @@ def decompose(
         raise BvkitError(f"chunk_size must be at least 1, got {chunk_size}")
     groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
 
-    values = engine.sample_terms(labels, scores, kind, n_classes, losses, chunk_size, n_jobs)
+    correct = np.empty(scores.shape[:2], dtype=bool)
+    values = passes.sample_terms(labels, scores, kind, n_classes, losses, chunk_size, n_jobs,
+                                 correct=correct)
     resamples = bs.Resamples.draw(labels, bootstrap, seed) if bootstrap else None
     replicate_sums = None
     if bootstrap and bootstrap_models:
         weights = bs.model_weights(scores.shape[0], bootstrap, (seed, 1))
-        replicate_sums = engine.replicate_class_sums(labels, scores, kind, n_classes, losses,
+        replicate_sums = passes.replicate_class_sums(labels, scores, kind, n_classes, losses,
                                                      weights, resamples.by_sample(),
                                                      chunk_size, n_jobs)
     samples, classes, splits = [], [], []
@@ -154,15 +168,15 @@ def decompose(
         pd.concat(classes, ignore_index=True),
         pd.concat(splits, ignore_index=True),
         settings,
+        model_frame(method, groups.class_means(correct), groups),
     )
 
 
 def decompose_file(path, name=None, **kwargs) -> Decomposition:
-    """:func:`decompose` on a prediction file (``.npz`` or a directory of ``.npy``)."""
-    from bvkit.decompose.io import load_predictions
-
-    pset = load_predictions(path, name=name)
+    """:func:`decompose` on a prediction file (``.npz`` or a directory of ``.npy``), or on a
+    :class:`~bvkit.decomposition.io.PredictionSet` already read."""
+    pset = path if isinstance(path, PredictionSet) else load_predictions(path, name=name)
     try:
-        return decompose(method=pset.name, **pset.arrays(), **kwargs)
+        return decompose(method=name or pset.name, **pset.arrays(), **kwargs)
     except BvkitError as err:
-        raise BvkitError(f"{path}: {err}") from None
+        raise BvkitError(f"{pset.path or pset.name}: {err}") from None

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
+from bvkit.decomposition.compare import compare
+from bvkit.decomposition.core import Decomposition, decompose_file
+from bvkit.decomposition.io import find_prediction_sets
+from bvkit.decomposition.terms import LOSSES
 from bvkit.errors import BvkitError
 
 TABLE_COLUMNS = ["method", "loss", "split", "n_classes", "accuracy", "error", "bias", "variance",
@@ -30,14 +35,16 @@ def register(subparsers) -> None:
              "logits.npy/probs.npy/preds.npy, optional train_counts.npy, class_names.npy), or a "
              "study directory holding predictions/<method>.npz or predictions/<method>/")
     parser.add_argument("--loss", default="squared",
-                        choices=["squared", "zero-one", "cross-entropy", "all"],
+                        choices=[*LOSSES, "all"],
                         help="loss to decompose (default: squared, the Brier score)")
     parser.add_argument("--out", type=Path, default=Path("decomposition"), metavar="DIR",
                         help="output directory (default: ./decomposition)")
-    parser.add_argument("--many", type=int, default=100,
-                        help="classes with more training images are many-shot (default 100)")
-    parser.add_argument("--few", type=int, default=20,
-                        help="classes with fewer training images are few-shot (default 20)")
+    parser.add_argument("--many", type=int, default=MANY_SHOT,
+                        help=f"classes with more training images are many-shot "
+                             f"(default {MANY_SHOT})")
+    parser.add_argument("--few", type=int, default=FEW_SHOT,
+                        help=f"classes with fewer training images are few-shot "
+                             f"(default {FEW_SHOT})")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="B",
                         help="bootstrap replicates for percentile intervals (default 0: none)")
     parser.add_argument("--bootstrap-models", action="store_true",
@@ -56,8 +63,6 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bvkit.decompose import Decomposition, compare, decompose_file, find_prediction_sets
-
     sets = [s for path in args.inputs for s in find_prediction_sets(path)]
     if args.name and len(sets) != 1:
         raise BvkitError(f"--name names one prediction set, but the inputs hold {len(sets)}")

@@ -1,7 +1,8 @@
 """Grouping per-sample terms into tidy per-class and per-split frames.
 
 A class's value is the mean over its test samples; a split's value is the mean over its classes
-that have test samples (``n_classes`` counts those); ``all`` is the mean over every such class.
+that have test samples (``n_classes`` counts those), ``all`` the mean over every such class:
+:func:`bvkit.data.profiles.split_means`'s rule, here on ``(..., C)`` arrays of replicates.
 """
 
 from __future__ import annotations
@@ -12,16 +13,8 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from bvkit.decompose.terms import columns_of
-
-SPLITS = ("many", "medium", "few")
-ALL = "all"
-
-
-def shot_splits(train_counts, many: int = 100, few: int = 20) -> np.ndarray:
-    """Shot split of each class: ``many`` (n > many), ``few`` (n < few), else ``medium``."""
-    counts = np.asarray(train_counts)
-    return np.where(counts > many, "many", np.where(counts < few, "few", "medium"))
+from bvkit.data.profiles import ALL, FEW_SHOT, MANY_SHOT, SPLITS_WITH_ALL, shot_splits
+from bvkit.decomposition.terms import columns_of
 
 
 @dataclass
@@ -36,7 +29,8 @@ class Groups:
     splits: tuple[str, ...]  # split rows of per-split frames, "all" last
 
     @classmethod
-    def build(cls, labels, n_classes, train_counts=None, class_names=None, many=100, few=20):
+    def build(cls, labels, n_classes, train_counts=None, class_names=None, many=MANY_SHOT,
+              few=FEW_SHOT):
         labels = np.asarray(labels, dtype=np.int64)
         if class_names is None:
             class_names = np.arange(n_classes).astype(str)
@@ -44,7 +38,7 @@ class Groups:
             class_split, splits = np.full(n_classes, ALL), (ALL,)
         else:
             train_counts = np.asarray(train_counts, dtype=np.int64)
-            class_split, splits = shot_splits(train_counts, many, few), SPLITS + (ALL,)
+            class_split, splits = shot_splits(train_counts, many, few), SPLITS_WITH_ALL
         return cls(labels, n_classes, train_counts, np.asarray(class_names, dtype=str),
                    class_split, splits)
 
@@ -59,8 +53,14 @@ class Groups:
         return present if split == ALL else present & (self.class_split == split)
 
     def class_means(self, values: np.ndarray) -> np.ndarray:
-        """Per-class mean of per-sample values; NaN for classes without test samples."""
-        sums = np.bincount(self.labels, weights=values, minlength=self.n_classes)
+        """Per-class mean of per-sample values ``(N,)``, or of each row of ``(D, N)``; NaN for
+        classes without test samples."""
+        values = np.asarray(values, dtype=np.float64)
+        if values.ndim == 1:
+            sums = np.bincount(self.labels, weights=values, minlength=self.n_classes)
+        else:
+            sums = np.stack([np.bincount(self.labels, weights=row, minlength=self.n_classes)
+                             for row in values])
         return divide(sums, self.n_test)
 
     def split_means(self, class_values: np.ndarray) -> np.ndarray:
@@ -112,6 +112,19 @@ def split_frame(method, loss, split_values: dict, groups: Groups) -> pd.DataFram
     for col, values in split_values.items():
         frame[col] = values
     return frame
+
+
+def model_frame(method, class_values: np.ndarray, groups: Groups) -> pd.DataFrame:
+    """One row per (model, split); ``class_values``: ``(D, C)`` per-model class accuracies."""
+    split_values = groups.split_means(class_values)
+    n_models, n_splits = split_values.shape
+    members = [groups.members(s) for s in groups.splits]
+    return pd.DataFrame({
+        "method": method, "model": np.repeat(np.arange(n_models), n_splits),
+        "split": np.tile(list(groups.splits), n_models),
+        "n_classes": np.tile([int(m.sum()) for m in members], n_models),
+        "n_test": np.tile([int(groups.n_test[m].sum()) for m in members], n_models),
+        "accuracy": split_values.ravel()})
 
 
 def ordered_columns(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:

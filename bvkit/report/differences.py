@@ -1,6 +1,8 @@
-"""Tidy-frame helpers shared by figures and tables: loss selection, class order, differences.
+"""Each method's difference to the reference, from tidy decomposition frames: per class (and
+smoothed head to tail) and per split, with intervals from the decomposition's one bootstrap
+engine (:func:`bvkit.decomposition.compare`, :func:`bvkit.decomposition.difference_replicates`).
 
-Inputs are the decomposition's frames (DESIGN.md columns): ``per_class`` (method, loss, class,
+Inputs are the decomposition's frames (``docs/formats.md``): ``per_class`` (method, loss, class,
 train_count, split, accuracy, bias, variance, ...), ``per_split`` (method, loss, split, ...) and
 ``per_sample`` (method, loss, one row per test sample with its class and per-sample terms).
 """
@@ -10,16 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bvkit.data.profiles import SPLITS
+from bvkit.decomposition import Decomposition, compare, difference_replicates
+from bvkit.decomposition.bootstrap import intervals
 from bvkit.errors import BvkitError
-from bvkit.report.bootstrap import (
-    class_mean_replicates,
-    default_window,
-    moving_average,
-    percentile_interval,
-)
-from bvkit.report.style import SPLIT_ORDER
-
-SPLITS_WITH_ALL = (*SPLIT_ORDER, "all")
+from bvkit.report.smoothing import default_window, moving_average
 
 
 def require_columns(frame: pd.DataFrame, columns, what: str) -> None:
@@ -62,7 +59,7 @@ def class_order(per_class: pd.DataFrame) -> pd.DataFrame:
 def split_spans(order: pd.DataFrame) -> list[tuple[str, float, float]]:
     """(split, left, right) in rank coordinates: the class boundaries between consecutive splits."""
     spans = []
-    for split in SPLIT_ORDER:
+    for split in SPLITS:
         ranks = order.loc[order["split"] == split, "rank"]
         if len(ranks):
             spans.append((split, ranks.min() - 0.5, ranks.max() + 0.5))
@@ -87,61 +84,52 @@ def class_differences(per_class: pd.DataFrame, metric: str, reference: str) -> p
     return merged[columns].sort_values(["method", "rank"]).reset_index(drop=True)
 
 
-def _sample_class_column(per_sample: pd.DataFrame) -> str:
-    for name in ("class", "label"):
-        if name in per_sample.columns:
-            return name
-    raise BvkitError("per_sample frame lacks a class (or label) column")
-
-
-def _paired_samples(per_sample: pd.DataFrame, metric: str, method: str, reference: str):
-    """Per-sample metric of method and reference on the same test samples, with the class."""
-    cls = _sample_class_column(per_sample)
-    key = "sample" if "sample" in per_sample.columns else None
-    a = per_sample[per_sample["method"] == method]
-    b = per_sample[per_sample["method"] == reference]
-    if key is not None:
-        a = a.sort_values(key)
-        b = b.sort_values(key)
-        if not np.array_equal(a[key].to_numpy(), b[key].to_numpy()):
-            raise BvkitError(f"{method} and {reference} were scored on different test samples")
-    elif len(a) != len(b):
-        raise BvkitError(f"{method} and {reference} have different numbers of test samples")
-    if not np.array_equal(a[cls].to_numpy(), b[cls].to_numpy()):
-        raise BvkitError(f"{method} and {reference} disagree on test labels")
-    return a[metric].to_numpy(float), b[metric].to_numpy(float), a[cls].to_numpy()
-
-
-def difference_replicates(
-    per_sample: pd.DataFrame, order: pd.DataFrame, metric: str, method: str, reference: str,
-    bootstrap: int, seed: int,
-) -> np.ndarray:
-    """(B, C) bootstrap replicates of per-class (method - reference), classes in ``order``."""
-    values, ref_values, classes = _paired_samples(per_sample, metric, method, reference)
-    return class_mean_replicates(values - ref_values, classes, order["class"].to_numpy(), bootstrap, seed)
+def paired_decomposition(per_sample: pd.DataFrame, per_class: pd.DataFrame) -> Decomposition:
+    """One loss's frames as a :class:`~bvkit.decomposition.Decomposition` for the paired
+    comparisons (frames built by hand may lack the ``loss``, ``sample`` or ``class_name``
+    columns, or name the class ``label``)."""
+    samples = per_sample
+    if "class" not in samples.columns and "label" in samples.columns:
+        samples = samples.rename(columns={"label": "class"})
+    require_columns(samples, ["method", "class"], "per_sample")
+    require_columns(per_class, ["method", "class", "train_count", "split"], "per_class")
+    losses = list(pd.unique(samples["loss"])) if "loss" in samples.columns else [""]
+    if len(losses) != 1:
+        raise BvkitError(f"per_sample frame holds {len(losses)} losses: pick one")
+    loss = losses[0]
+    if "sample" in samples.columns:
+        samples = samples.sort_values(["method", "sample"], kind="stable")
+    samples = samples.assign(loss=loss)
+    classes = per_class.sort_values(["method", "class"], kind="stable").assign(loss=loss)
+    methods = pd.DataFrame({"method": pd.unique(classes["method"]), "loss": loss})
+    return Decomposition(samples, classes, methods)
 
 
 def smoothed_differences(
     per_class: pd.DataFrame, metric: str, reference: str, *, per_sample: pd.DataFrame | None = None,
-    window: int | None = None, bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+    window: int | None = None, bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
 ) -> pd.DataFrame:
     """Moving average of the per-class differences over classes sorted head to tail.
 
     Columns method, rank, smooth and, when ``per_sample`` is given, smooth_lo / smooth_hi: the
-    percentile interval of the same moving average over paired class-stratified resamples.
+    percentile interval at ``level`` of the same moving average over the paired
+    class-stratified resamples of :func:`bvkit.decomposition.compare`.
     """
     diffs = class_differences(per_class, metric, reference)
     order = class_order(per_class)
     window = window or default_window(len(order))
+    paired = (paired_decomposition(per_sample, per_class)
+              if per_sample is not None and bootstrap > 0 else None)
     rows = []
     for method, group in diffs.groupby("method", sort=False):
         group = group.sort_values("rank")
         frame = pd.DataFrame({"method": method, "rank": group["rank"].to_numpy(),
                               "smooth": moving_average(group["diff"].to_numpy(), window)})
-        if per_sample is not None and bootstrap > 0:
-            replicates = difference_replicates(per_sample, order, metric, method, reference,
-                                               bootstrap, seed)
-            lo, hi = percentile_interval(moving_average(replicates, window), confidence)
+        if paired is not None:
+            replicates = difference_replicates(paired, method, reference, metric,
+                                               bootstrap=bootstrap, seed=seed)
+            head_to_tail = replicates[:, order["class"].to_numpy()]
+            lo, hi = intervals(moving_average(head_to_tail, window), level)
             frame["smooth_lo"], frame["smooth_hi"] = lo[group["rank"]], hi[group["rank"]]
         rows.append(frame)
     return pd.concat(rows, ignore_index=True)
@@ -149,27 +137,13 @@ def smoothed_differences(
 
 def split_differences_from_samples(
     per_sample: pd.DataFrame, per_class: pd.DataFrame, metrics, reference: str, *,
-    bootstrap: int = 1000, seed: int = 0, confidence: float = 0.95,
+    bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
 ) -> pd.DataFrame:
-    """Per (method, split, metric): diff = method - reference (split value = mean of its classes'
-    values) with a paired class-stratified bootstrap interval diff_lo / diff_hi."""
-    order = class_order(per_class)
-    diffs_all = {m: class_differences(per_class, m, reference) for m in metrics}
-    rows = []
-    for metric in metrics:
-        for method, group in diffs_all[metric].groupby("method", sort=False):
-            point = group.set_index("class")["diff"].reindex(order["class"]).to_numpy()
-            replicates = difference_replicates(per_sample, order, metric, method, reference,
-                                               bootstrap, seed)
-            for split in SPLITS_WITH_ALL:
-                mask = np.ones(len(order), bool) if split == "all" else (order["split"] == split).to_numpy()
-                if not mask.any():
-                    continue
-                lo, hi = percentile_interval(replicates[:, mask].mean(axis=1)[:, None], confidence)
-                rows.append({"method": method, "split": split, "metric": metric,
-                             "diff": float(point[mask].mean()), "diff_lo": float(lo[0]),
-                             "diff_hi": float(hi[0])})
-    return pd.DataFrame(rows, columns=["method", "split", "metric", "diff", "diff_lo", "diff_hi"])
+    """Per (method, split, metric): diff = method - reference with its paired class-stratified
+    bootstrap interval diff_lo / diff_hi (:func:`bvkit.decomposition.compare`)."""
+    comparison = compare(paired_decomposition(per_sample, per_class), reference,
+                         bootstrap=bootstrap, seed=seed, level=level, columns=list(metrics))
+    return split_differences_from_comparison(comparison.per_split, metrics)
 
 
 def split_differences_without_intervals(per_split: pd.DataFrame, metrics, reference: str) -> pd.DataFrame:
@@ -188,7 +162,7 @@ def split_differences_without_intervals(per_split: pd.DataFrame, metrics, refere
 def split_differences_from_comparison(comparison_per_split: pd.DataFrame, metrics) -> pd.DataFrame:
     """Long form (method, split, metric, diff, diff_lo, diff_hi) of a wide comparison frame
     (one row per method and split, a column per metric holding method - reference, with
-    ``<metric>_lo/_hi``), such as ``bvkit.decompose.compare(...).per_split``."""
+    ``<metric>_lo/_hi``), such as ``bvkit.decomposition.compare(...).per_split``."""
     require_columns(comparison_per_split, ["method", "split", *metrics], "comparison")
     rows = []
     for metric in metrics:

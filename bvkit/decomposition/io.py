@@ -6,7 +6,7 @@ N, C)`` or ``preds (D, N)`` int, optionally ``train_counts (C,)`` int and ``clas
 
 Scale: the score array of a directory (``logits.npy``...) and of an *uncompressed* ``.npz``
 (``np.savez``, what :func:`save_predictions` writes) is memory-mapped, so
-:func:`bvkit.decompose.decompose` reads it chunk by chunk in bounded memory. A compressed
+:func:`bvkit.decomposition.decompose` reads it chunk by chunk in bounded memory. A compressed
 ``.npz`` (``np.savez_compressed``) has to be decompressed whole into memory: fine for CIFAR-size
 studies, use a directory of ``.npy`` for iNaturalist-size ones.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from bvkit.errors import BvkitError
+from bvkit.predictions import OPTIONAL_KEYS, SCORE_KEYS, save_predictions  # noqa: F401  (the one writer)
 
-SCORE_KEYS = ("logits", "probs", "preds")
-OPTIONAL_KEYS = ("train_counts", "class_names")
 _NPY_MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -46,50 +44,9 @@ class PredictionSet:
     path: Path | None = None
 
     def arrays(self) -> dict:
-        """Keyword arguments for :func:`bvkit.decompose.decompose`."""
+        """Keyword arguments for :func:`bvkit.decomposition.decompose`."""
         return {"labels": self.labels, self.kind: self.scores,
                 "train_counts": self.train_counts, "class_names": self.class_names}
-
-
-def save_predictions(path, labels, logits=None, probs=None, preds=None, train_counts=None,
-                     class_names=None) -> Path:
-    """Write a prediction set: an uncompressed ``.npz`` if ``path`` ends in ``.npz``, else a
-    directory of ``.npy`` files. Each file is written to a temporary name and renamed, so a
-    reader never sees a half-written file."""
-    path = Path(path)
-    given = {k: v for k, v in zip(SCORE_KEYS, (logits, probs, preds), strict=True) if v is not None}
-    if len(given) != 1:
-        raise BvkitError(f"give exactly one of logits, probs or preds (got {sorted(given)})")
-    arrays = {"labels": np.asarray(labels), **{k: np.asarray(v) for k, v in given.items()}}
-    if train_counts is not None:
-        arrays["train_counts"] = np.asarray(train_counts)
-    if class_names is not None:
-        arrays["class_names"] = np.asarray(class_names, dtype=str)
-    for key, arr in arrays.items():
-        if arr.dtype.hasobject:
-            raise BvkitError(f"{key} is an object array; prediction files hold plain arrays only")
-    if path.suffix == ".npz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        for stale in (*SCORE_KEYS, *OPTIONAL_KEYS):
-            if stale not in arrays:
-                (path / f"{stale}.npy").unlink(missing_ok=True)
-        for key, arr in arrays.items():
-            _atomic_write(path / f"{key}.npy", lambda f, a=arr: np.save(f, a))
-    return path
-
-
-def _atomic_write(path: Path, write):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def is_prediction_set(path) -> bool:

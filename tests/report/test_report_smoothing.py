@@ -7,12 +7,7 @@ import pandas as pd
 import pytest
 
 from bvkit.errors import BvkitError
-from bvkit.report.bootstrap import (
-    class_mean_replicates,
-    default_window,
-    moving_average,
-    percentile_interval,
-)
+from bvkit.report.smoothing import default_window, moving_average
 
 
 @pytest.mark.parametrize("window", [1, 3, 5, 11])
@@ -32,19 +27,11 @@ def test_default_window_is_odd_tenth():
     assert [default_window(n) for n in (5, 10, 100, 1000)] == [1, 1, 11, 101]
 
 
-def test_class_mean_replicates_resample_within_classes():
-    classes = np.array([0, 0, 0, 1, 1, 2])
-    values = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 7.0])
-    replicates = class_mean_replicates(values, classes, np.array([2, 0, 1, 3]), 500, seed=0)
-    assert replicates.shape == (500, 4)
-    np.testing.assert_array_equal(replicates[:, 0], 7.0)  # one sample: no spread
-    assert set(np.round(replicates[:, 2], 6)) <= {10.0, 15.0, 20.0}
-    assert replicates[:, 1].min() >= 1 and replicates[:, 1].max() <= 3
-    assert np.isnan(replicates[:, 3]).all()  # class without test samples
-    assert abs(replicates[:, 1].mean() - 2.0) < 0.1
-    np.testing.assert_array_equal(replicates, class_mean_replicates(values, classes, np.array([2, 0, 1, 3]), 500, seed=0))
-    lo, hi = percentile_interval(replicates[:, :3])
-    assert np.all(lo <= hi) and lo[0] == hi[0] == 7.0
+def test_moving_average_skips_nan_classes_like_pandas():
+    values = np.array([1.0, np.nan, 3.0, 4.0, np.nan, np.nan, np.nan, 8.0])
+    expected = pd.Series(values).rolling(3, center=True, min_periods=1).mean().to_numpy()
+    np.testing.assert_allclose(moving_average(values, 3), expected)
+    assert np.isnan(moving_average(values, 1)[1])
 
 
 def test_report_needs_neither_torch_nor_pyplot():

@@ -1,4 +1,4 @@
-"""The chunked pass: validate prediction arrays, then compute per-sample terms chunk by chunk.
+"""Chunked passes over prediction arrays: per-sample terms, bootstrap replicate sums.
 
 Test samples are processed in chunks on a thread pool (numpy releases the GIL), each chunk read
 once into per-thread buffers (:class:`ChunkReader`), so resident memory stays at a few chunks
@@ -13,86 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from bvkit.decompose import terms as T
-from bvkit.decompose.reader import ChunkReader
+from bvkit.decomposition import terms as T
+from bvkit.decomposition.chunk_reader import ChunkReader
 from bvkit.errors import BvkitError
 
-KINDS = ("logits", "probs", "preds")
 #: Float32 bytes a chunk of scores aims at: big enough to amortise Python overhead, small
 #: enough that the kernel's passes over it stay in cache.
 CHUNK_BYTES = 4 << 20
-
-
-def resolve_losses(loss) -> tuple[str, ...]:
-    """``"all"``, one loss name or a sequence of names -> loss names in canonical order."""
-    names = (T.LOSSES if loss == "all" else (loss,)) if isinstance(loss, str) else tuple(loss)
-    unknown = [name for name in names if name not in T.LOSSES]
-    if unknown or not names:
-        raise BvkitError(
-            f"unknown loss {', '.join(map(str, unknown)) or '(none)'}: "
-            f"choose from {', '.join(T.LOSSES)} or all"
-        )
-    return tuple(name for name in T.LOSSES if name in names)
-
-
-def pick_scores(logits=None, probs=None, preds=None) -> tuple[str, np.ndarray]:
-    """The one prediction array given, with its kind."""
-    arrays = zip(KINDS, (logits, probs, preds), strict=True)
-    given = [(kind, arr) for kind, arr in arrays if arr is not None]
-    if len(given) != 1:
-        names = ", ".join(kind for kind, _ in given) or "none"
-        raise BvkitError(f"give exactly one of logits, probs or preds (got {names})")
-    return given[0]
-
-
-def check_inputs(labels, scores, kind, train_counts=None, class_names=None) -> int:
-    """Validate shapes and dtypes (everything but the per-element checks); return C."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise BvkitError(f"labels must be a 1-D integer array, got shape {labels.shape} "
-                         f"dtype {labels.dtype}")
-    ndim = 2 if kind == "preds" else 3
-    if scores.ndim != ndim:
-        shape = "(D, N)" if kind == "preds" else "(D, N, C)"
-        raise BvkitError(f"{kind} must have shape {shape}, got {tuple(scores.shape)}")
-    if kind == "preds" and not np.issubdtype(scores.dtype, np.integer):
-        raise BvkitError(f"preds must be integer class indices, got dtype {scores.dtype}")
-    if kind != "preds" and not np.issubdtype(scores.dtype, np.floating):
-        raise BvkitError(f"{kind} must be floating point, got dtype {scores.dtype}")
-    n_models, n_samples = scores.shape[:2]
-    if n_models < 2:
-        raise BvkitError(f"{kind} hold {n_models} model(s); a decomposition needs at least 2")
-    if labels.shape[0] != n_samples:
-        raise BvkitError(f"labels hold {labels.shape[0]} samples but {kind} hold {n_samples}")
-    if n_samples == 0:
-        raise BvkitError("there are no test samples")
-    n_classes = scores.shape[2] if kind != "preds" else None
-    if n_classes == 0:
-        raise BvkitError(f"{kind} have no classes (last axis of length 0)")
-    for name, arr in (("train_counts", train_counts), ("class_names", class_names)):
-        if arr is None:
-            continue
-        arr = np.asarray(arr)
-        if arr.ndim != 1:
-            raise BvkitError(f"{name} must be 1-D, got shape {arr.shape}")
-        if n_classes is None:
-            n_classes = arr.shape[0]
-        elif arr.shape[0] != n_classes:
-            raise BvkitError(f"{name} has {arr.shape[0]} entries but there are {n_classes} classes")
-    if train_counts is not None:
-        counts = np.asarray(train_counts)
-        if not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
-            raise BvkitError("train_counts must be non-negative integers")
-    if n_classes is None:  # hard predictions without class metadata
-        n_classes = int(max(labels.max(), _chunked_extreme(scores, np.max))) + 1
-    if labels.min() < 0 or labels.max() >= n_classes:
-        raise BvkitError(f"labels out of range: found {labels.min()}..{labels.max()}, "
-                         f"classes are 0..{n_classes - 1}")
-    return n_classes
-
-
-def _chunked_extreme(arr, reduce, step=1 << 16):
-    return reduce([reduce(arr[:, i:i + step]) for i in range(0, arr.shape[1], step)])
 
 
 def default_chunk_size(shape, kind) -> int:
@@ -126,10 +53,12 @@ def map_chunks(fn, n_samples, chunk_size, n_jobs):
             yield fut.result()
 
 
-def sample_terms(labels, scores, kind, n_classes, losses, chunk_size=None, n_jobs=None):
+def sample_terms(labels, scores, kind, n_classes, losses, chunk_size=None, n_jobs=None,
+                 correct=None):
     """Per-sample terms over all test samples: ``loss -> {column -> (N,) float64}``.
 
-    One pass over ``scores``; every requested loss comes from the same chunk read.
+    One pass over ``scores``; every requested loss comes from the same chunk read. ``correct``:
+    a ``(D, N)`` bool array, filled with whether each model's prediction is the label.
     """
     labels = np.asarray(labels, dtype=np.int64)
     n_samples = labels.shape[0]
@@ -146,8 +75,12 @@ def sample_terms(labels, scores, kind, n_classes, losses, chunk_size=None, n_job
             block = reader.copy(start, stop)
             _check_pred_range(block, n_classes)
             chunk = T.pred_terms(block, y, losses)
+            if correct is not None:
+                np.equal(block, y, out=correct[:, start:stop])
         else:
-            chunk = T.block_terms(reader.float32(start, stop), y, losses, kind, limit)
+            hits = None if correct is None else correct[:, start:stop]
+            chunk = T.block_terms(reader.float32(start, stop), y, losses, kind, limit,
+                                  correct=hits)
         for loss, cols in chunk.items():
             for col, values in cols.items():
                 out[loss][col][start:stop] = values

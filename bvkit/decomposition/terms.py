@@ -1,6 +1,6 @@
 """Per-sample bias-variance terms: pure numpy over one block of predictions.
 
-Definitions are those of ``BIAS_VARIANCE.md``: for each test sample, ``squared`` (Brier),
+Definitions are those of ``docs/bias_variance.md``: for each test sample, ``squared`` (Brier),
 ``zero-one`` (Domingos 2000) and ``cross-entropy`` (Yang et al. 2020) error, bias and variance
 over the D models, plus ``accuracy`` (mean over models). Every function takes arrays shaped
 ``(D, n, C)`` (scores) or ``(D, n)`` (hard predictions) and ``labels`` ``(n,)``, and returns a
@@ -67,14 +67,18 @@ def block_terms(
     kind: str = "logits",
     limit: float = np.inf,
     eps: float = PROBS_EPSILON,
+    correct: np.ndarray | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per-sample terms of every loss in ``losses`` from one float32 ``(D, n, C)`` block.
 
     ``block`` holds logits or probabilities and is overwritten. ``limit``: values whose
     magnitude reaches it are non-finite in the source (see :func:`finite_limit`).
+    ``correct``: a ``(D, n)`` bool array to receive whether each model predicts the label.
     """
     yhat, stats = softmax_stats(block, labels, kind, limit, eps, "squared" in losses,
                                 "cross-entropy" in losses)
+    if correct is not None:
+        np.equal(yhat, labels, out=correct)
     terms = {}
     if "zero-one" in losses:
         terms["zero-one"] = zero_one_from_preds(yhat, labels)
@@ -179,6 +183,7 @@ def _cross_entropy_from_stats(stats, yhat, labels):
 
 
 def _logsumexp_rows(x: np.ndarray) -> np.ndarray:
+    # not scipy.special.logsumexp: 7-14x slower on these float32 (n, C) blocks
     top = x.max(axis=-1, keepdims=True)
     shifted = x - top
     np.exp(shifted, out=shifted)

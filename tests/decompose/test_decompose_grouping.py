@@ -1,4 +1,4 @@
-"""Grouping: class means over test samples, split means over classes, columns of DESIGN.md."""
+"""Grouping: class means over test samples, split means over classes, columns of docs/formats.md."""
 
 import subprocess
 import sys
@@ -7,9 +7,10 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from decompose_helpers import random_set
+from decompose_helpers import random_set, softmax
 
-import bvkit.decompose as bd
+import bvkit.decomposition as bd
+from bvkit.data.profiles import shot_splits, split_means
 from bvkit.errors import BvkitError
 
 CLASS_COLUMNS = ["method", "loss", "class", "train_count", "split", "n_test", "accuracy",
@@ -20,8 +21,8 @@ ZERO_ONE_EXTRA = ["variance_unbiased", "variance_biased", "net_variance"]
 
 def test_shot_splits_thresholds():
     counts = np.array([101, 100, 20, 19, 0, 500])
-    assert list(bd.shot_splits(counts)) == ["many", "medium", "medium", "few", "few", "many"]
-    assert list(bd.shot_splits(counts, many=10, few=5)) == ["many"] * 3 + ["many", "few", "many"]
+    assert list(shot_splits(counts)) == ["many", "medium", "medium", "few", "few", "many"]
+    assert list(shot_splits(counts, many=10, few=5)) == ["many"] * 3 + ["many", "few", "many"]
 
 
 def test_class_and_split_means_by_hand():
@@ -63,6 +64,31 @@ def test_frames_have_design_columns():
         assert frame[ZERO_ONE_EXTRA].isna().all().all()
 
 
+@pytest.mark.parametrize("kind", ["logits", "probs", "preds"])
+def test_per_model_accuracy_is_each_models_split_mean_and_averages_to_per_split(kind):
+    labels, logits, counts = random_set(n_samples=150, n_models=4)
+    scores = {"logits": logits, "probs": softmax(logits), "preds": logits.argmax(-1)}[kind]
+    result = bd.decompose(labels, **{kind: scores}, train_counts=counts, loss="squared",
+                          method="m")
+    per_model = result.per_model
+    assert list(per_model.columns) == ["method", "model", "split", "n_classes", "n_test",
+                                       "accuracy"]
+    assert len(per_model) == 4 * 4 and (per_model["method"] == "m").all()
+    hits = logits.argmax(-1) == labels
+    for d in range(4):
+        class_acc = [hits[d][labels == c].mean() if (labels == c).any() else np.nan
+                     for c in range(8)]
+        expected = split_means(class_acc, shot_splits(counts))
+        got = per_model[per_model["model"] == d].set_index("split")["accuracy"]
+        for split, value in expected.items():
+            assert got[split] == pytest.approx(np.nan if value is None else value, nan_ok=True)
+    mean = per_model.groupby("split", sort=False)["accuracy"].mean()
+    split = result.per_split.set_index("split")
+    np.testing.assert_allclose(mean.loc[split.index], split["accuracy"], rtol=1e-12)
+    np.testing.assert_array_equal(per_model.groupby("split", sort=False)["n_test"].first()
+                                  .loc[split.index], split["n_test"])
+
+
 def test_without_train_counts_only_all():
     labels, logits, _ = random_set(n_samples=60)
     result = bd.decompose(labels, logits=logits)
@@ -97,11 +123,14 @@ def test_split_is_mean_over_classes_not_samples():
     assert result.per_split["accuracy"].iloc[0] == pytest.approx(0.5)  # (1 + 0) / 2, not 1/4
 
 
-def test_module_is_callable_and_exposes_functions():
+def test_bvkit_decompose_is_the_function_and_the_package_exposes_functions():
+    import bvkit
+
     labels, logits, _ = random_set(n_samples=30)
     direct = bd.decompose(labels, logits=logits)
-    called = bd(labels=labels, logits=logits)
+    called = bvkit.decompose(labels=labels, logits=logits)
     pd.testing.assert_frame_equal(direct.per_class, called.per_class)
+    assert bvkit.decompose is bd.decompose
     assert callable(bd.squared_terms)
 
 
@@ -112,8 +141,8 @@ def test_import_bvkit_then_call_and_no_torch():
         "r = bvkit.decompose(labels=np.array([0, 1]), "
         "logits=np.zeros((2, 2, 3), np.float32))\n"
         "assert list(r.per_split['split']) == ['all']\n"
-        "assert callable(bvkit.decompose.squared_terms)\n"
-        "import bvkit.decompose\n"
+        "import bvkit.decomposition\n"
+        "assert callable(bvkit.decomposition.squared_terms)\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "print('ok')\n"
     )
@@ -123,7 +152,7 @@ def test_import_bvkit_then_call_and_no_torch():
 
 
 def test_import_decompose_does_not_import_torch():
-    code = ("import sys, bvkit.decompose, bvkit.decompose.commands\n"
+    code = ("import sys, bvkit.decomposition, bvkit.decomposition.commands\n"
             "print('torch' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr

@@ -1,10 +1,13 @@
-"""Percentile bootstrap intervals, stratified by class over test samples (optionally over models).
+"""The one bootstrap engine: percentile intervals, stratified by class over test samples
+(optionally over models), for every interval of the decomposition, the comparisons and the
+report (``docs/bias_variance.md``).
 
 A replicate resamples, within each class, that class's test samples with replacement; it is
 stored as multiplicities ``counts (B, N)`` that depend only on the labels and the seed, so two
 methods decomposed on one test set with one seed see the same resamples (paired comparisons).
 Resampling test samples reuses the per-sample terms; resampling models recomputes them
-(:func:`bvkit.decompose.engine.replicate_class_sums`).
+(:func:`bvkit.decomposition.passes.replicate_class_sums`). An interval is NaN where a replicate
+is NaN, which happens only for a group without test samples.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bvkit.decompose.frames import Groups, divide
+from bvkit.decomposition.grouping import Groups, divide
 from bvkit.errors import BvkitError
 
 #: Draws generated per block (bounds the int64 temporaries).
@@ -21,6 +24,7 @@ _DRAWS_PER_BLOCK = 1 << 22
 
 
 def check_bootstrap(n_boot, level):
+    """``n_boot`` a non-negative integer, ``level`` in (0, 1)."""
     if int(n_boot) != n_boot or n_boot < 0:
         raise BvkitError(f"bootstrap must be a non-negative integer, got {n_boot}")
     if not 0 < level < 1:
@@ -91,7 +95,8 @@ def class_replicates(values: np.ndarray, groups: Groups, resamples: Resamples) -
 
 
 def intervals(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over axis 0; NaN where every replicate is NaN (empty groups)."""
+    """Percentile interval at ``level`` over axis 0; NaN where a replicate is NaN (a group
+    without test samples)."""
     alpha = (1 - level) / 2
     lo = np.full(replicates.shape[1:], np.nan)
     hi = lo.copy()

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from bvkit.decompose import terms as T
+from bvkit.decomposition import terms as T
 from bvkit.errors import BvkitError
 
 #: Most file descriptors a reader opens (one per model's rows, shared beyond this).

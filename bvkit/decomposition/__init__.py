@@ -1,0 +1,36 @@
+"""Bias-variance decomposition of prediction arrays: pure numpy, no torch.
+
+``decompose(labels, logits=None, probs=None, preds=None, *, train_counts=None,
+class_names=None, loss="squared", many=100, few=20, bootstrap=0, bootstrap_models=False,
+level=0.95, seed=0, method="model", chunk_size=None, n_jobs=None)`` -> :class:`Decomposition`
+with tidy ``per_sample``, ``per_class``, ``per_split`` and ``per_model`` frames
+(``bvkit.decompose`` is this function). Definitions: ``docs/bias_variance.md``; file
+formats: ``docs/formats.md``.
+"""
+
+from bvkit.decomposition.compare import Comparison, compare, difference_replicates
+from bvkit.decomposition.core import Decomposition, decompose, decompose_file
+from bvkit.decomposition.io import (
+    PredictionSet,
+    find_prediction_sets,
+    load_predictions,
+    method_name,
+    save_predictions,
+)
+from bvkit.decomposition.passes import sample_terms
+from bvkit.decomposition.terms import (
+    LOSSES,
+    PROBS_EPSILON,
+    PROBS_TOLERANCE,
+    cross_entropy_terms,
+    main_prediction,
+    squared_terms,
+    zero_one_terms,
+)
+
+__all__ = [
+    "LOSSES", "PROBS_EPSILON", "PROBS_TOLERANCE", "Comparison", "Decomposition",
+    "PredictionSet", "compare", "cross_entropy_terms", "decompose", "decompose_file",
+    "difference_replicates", "find_prediction_sets", "load_predictions", "main_prediction",
+    "method_name", "sample_terms", "save_predictions", "squared_terms", "zero_one_terms",
+]

@@ -1,0 +1,89 @@
+"""A study's report assembled from its frames (:func:`bvkit.report.study_frames`): the figures,
+the tables and the HTML page that ``bvkit figures``, ``bvkit table``, ``bvkit report`` and
+``bvkit demo`` write."""
+
+from __future__ import annotations
+
+from bvkit.report.html import Section, render_report
+
+
+def make_figures(study, *, bootstrap: int, seed: int, window: int | None = None) -> tuple[dict, list[str]]:
+    """name -> Figure for a study's frames (:func:`bvkit.report.study_frames`), and notes on
+    figures left out."""
+    from bvkit.report import figures
+    from bvkit.report.style import method_palette
+
+    palette = method_palette(study.methods, study.reference)
+    common = dict(per_sample=study.per_sample, window=window, bootstrap=bootstrap, seed=seed,
+                  palette=palette)
+    made = {"accuracy_difference": figures.plot_class_difference(
+        study.per_class, "accuracy", study.reference, **common)}
+    for metric in ("bias", "variance"):
+        made[metric] = figures.plot_metric_overview(
+            study.per_class, study.per_split, metric, study.reference,
+            split_differences=study.split_differences, **common)
+    made["splits"] = figures.plot_split_bars(study.per_split, reference=study.reference,
+                                             palette=palette)
+    notes = []
+    if study.expert_usage is not None:
+        made["expert_usage"] = figures.plot_expert_usage(study.expert_usage)
+    else:
+        notes.append("expert usage: no routed RIDE runs (no expert_usage.csv); figure skipped")
+    return made, notes
+
+
+def make_tables(study) -> tuple[dict, dict, list[str]]:
+    """(numeric tables, display tables, notes): accuracy (when metrics.csv exists), insights."""
+    from bvkit.report import tables
+
+    numeric, shown, notes = {}, {}, []
+    if study.metrics is not None:
+        numeric["accuracy"] = tables.accuracy_table(study.metrics, study.reference,
+                                                    split_accuracy=study.split_accuracy)
+        shown["accuracy"] = tables.format_accuracy_table(numeric["accuracy"], study.reference)
+    else:
+        notes.append("accuracy table: no metrics.csv in the study directory; table skipped")
+    numeric["insights"] = tables.key_insights(study.split_differences, study.reference)
+    for split, side in tables.INSIGHT_SPLITS.items():
+        if split not in set(numeric["insights"]["split"]):
+            notes.append(f"key insights: the {split}-shot split has no classes; {side} columns left out")
+    shown["insights"] = tables.format_key_insights(numeric["insights"])
+    return numeric, shown, notes
+
+
+TABLE_TITLES = {
+    "accuracy": "Accuracy (%): mean ± std over runs; MFLOPs with the factor vs the reference",
+    "insights": "Key insights: many-shot (head) and few-shot (tail) vs the reference "
+                "(Comparable when the bootstrap interval of the difference covers 0; "
+                "lower bias / variance is better)",
+}
+
+
+def report_page(study, made: dict, figure_notes: list[str], shown: dict, table_notes: list[str], *,
+                bootstrap: int, seed: int) -> str:
+    """The self-contained HTML page of a study's tables and figures."""
+    ref, loss = study.reference, study.loss
+    sections = [
+        Section("Tables", tables=[(TABLE_TITLES[name], frame) for name, frame in shown.items()],
+                notes=table_notes),
+        Section("Accuracy vs the reference", figures=[(
+            f"Per-class accuracy minus {ref}, classes sorted by training count; moving average "
+            f"with its bootstrap band", made["accuracy_difference"])]),
+        Section(f"Bias ({loss} loss)", figures=[(
+            f"(a) per-class bias, (b) change vs {ref} per class, (c) per split with bootstrap "
+            f"intervals", made["bias"])]),
+        Section(f"Variance ({loss} loss)", figures=[(
+            f"(a) per-class variance, (b) change vs {ref} per class, (c) per split with "
+            f"bootstrap intervals", made["variance"])]),
+        Section("Per split", figures=[("Accuracy, bias and variance per shot split with "
+                                       "bootstrap intervals", made["splits"])]),
+        Section("Expert assignment", notes=figure_notes, figures=[
+            ("Share of samples routed to 1..n experts per shot split", made["expert_usage"])]
+            if "expert_usage" in made else []),
+    ]
+    subtitle = (f"{study.directory.resolve().name}: {len(study.methods)} methods "
+                f"({', '.join(study.methods)}), {loss} decomposition, reference {ref}, "
+                f"{bootstrap} bootstrap resamples (seed {seed}).")
+    page = render_report(f"bvkit report: {study.directory.resolve().name}", sections,
+                         subtitle=subtitle)
+    return page

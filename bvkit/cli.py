@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from bvkit.errors import BvkitError
@@ -15,10 +16,11 @@ from bvkit.errors import BvkitError
 COMMAND_MODULES = (
     "bvkit.data.commands",
     "bvkit.models.commands",
-    "bvkit.decompose.commands",
+    "bvkit.decomposition.commands",
     "bvkit.report.commands",
     "bvkit.train.commands",
     "bvkit.study.commands",
+    "bvkit.pipeline_commands",
 )
 
 
@@ -47,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bvkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `bvkit ... | head` closed the pipe: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _version() -> str:

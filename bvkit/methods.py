@@ -18,12 +18,14 @@ imagenet-lt --method ride`` does the same.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
-import fnmatch
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from bvkit.errors import BvkitError
+from bvkit.registry import Registry
 
 STAGE_KINDS = ("crt", "tau-norm", "lws", "routing")
 
@@ -90,44 +92,99 @@ class Recipe:
         return cls(**data)
 
 
-_REGISTRY: dict[str, Recipe] = {}
+_METHODS: Registry[Recipe] = Registry("method")
 
 
 def register_method(recipe: Recipe, overwrite: bool = False) -> Recipe:
     """Add ``recipe`` under ``recipe.name`` (user methods included)."""
-    if recipe.name in _REGISTRY and not overwrite:
-        raise BvkitError(f"method {recipe.name!r} is already registered")
-    _REGISTRY[recipe.name] = recipe
-    return recipe
+    return _METHODS.register(recipe.name, recipe, overwrite=overwrite)
 
 
 def list_methods(pattern: str = "*") -> list[str]:
-    return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
+    return _METHODS.names(pattern)
 
 
 def get_method(name: str) -> Recipe:
-    if name not in _REGISTRY:
-        raise BvkitError(f"unknown method {name!r}; known: {', '.join(list_methods())}")
-    return _REGISTRY[name]
+    return _METHODS.get(name)
 
 
 def create_method(name: str, dataset: str | None = None, **overrides: Any) -> Recipe:
     """The recipe of ``name`` (adapted to ``dataset`` when it is an ImageNet-size benchmark,
-    see ``for_dataset``) with ``overrides`` applied.
-
-    Keys: a Recipe field (``epochs=10``); ``dict_field.key`` for model/loss/augment kwargs
-    (``"model_kwargs.width"``; a dict value merges into the defaults); ``stage.field`` or
-    ``stage.options.key`` for a second stage by kind (``"crt.epochs"``, ``"routing.lr"``).
-    """
+    see ``for_dataset``) with ``overrides`` applied (``parse_overrides``' grammar)."""
     recipe = get_method(name)
     if dataset is not None:
         recipe = for_dataset(recipe, dataset)
     return apply_overrides(recipe, overrides)
 
 
-def apply_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    for key, value in overrides.items():
-        recipe = _apply_one(recipe, key.replace("__", "."), value)
+# ---------------------------------------------------------------- overrides: one grammar
+
+# The named settings of ``bvkit train`` flags and study specs, as recipe override keys.
+NAMED_SETTINGS = {"epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
+                  "model_width": "model_kwargs.width", "experts": "model_kwargs.num_experts",
+                  "teacher": "teacher"}
+_DICT_FIELDS = tuple(f.name for f in fields(Recipe) if f.type == "dict")
+
+
+def named_overrides(**settings: Any) -> dict[str, Any]:
+    """The settings given (not None) as override keys: ``model_width=8`` -> ``model_kwargs.width``."""
+    return {NAMED_SETTINGS[name]: value for name, value in settings.items() if value is not None}
+
+
+def parse_overrides(settings: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:
+    """The one override grammar (study specs, ``bvkit train --set``, ``create_method``): flat
+    dotted keys. Keys: a Recipe field (``epochs``); ``dict_field.key`` (``model_kwargs.width``);
+    ``stage.field`` or ``stage.options.key`` for a second stage by kind (``crt.epochs``).
+
+    ``settings``: a mapping (``__`` is a dot; a nested mapping under a dict field, a stage or its
+    ``options`` becomes dotted keys) or ``KEY=VALUE`` strings (a Python/JSON literal, ``true``,
+    ``false``, ``none``, else a string).
+    """
+    if settings is None:
+        return {}
+    if isinstance(settings, Mapping):
+        return dict(_flatten(settings.items(), ""))
+    items = []
+    for item in settings:
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise BvkitError(f"--set expects KEY=VALUE, got {item!r}")
+        items.append((key.strip(), _literal(raw.strip())))
+    return dict(_flatten(items, ""))
+
+
+def _flatten(items, prefix: str):
+    for key, value in items:
+        name = prefix + str(key).replace("__", ".")
+        if isinstance(value, Mapping) and value and _nests(name):
+            yield from _flatten(value.items(), name + ".")
+        else:
+            yield name, value
+
+
+def _nests(name: str) -> bool:
+    """Whether a mapping under ``name`` is a table of further keys (not a value)."""
+    parts = name.split(".")
+    if parts[0] in STAGE_KINDS:
+        return len(parts) == 1 or parts[1:] == ["options"]
+    return parts[0] in _DICT_FIELDS and len(parts) == 1
+
+
+def _literal(raw: str) -> Any:
+    lowered = raw.lower()
+    if lowered in ("true", "false", "none", "null"):
+        return {"true": True, "false": False}.get(lowered)
+    try:
+        return ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        return raw
+
+
+def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any] | Iterable[str] | None) -> Recipe:
+    """``recipe`` with ``overrides`` (``parse_overrides``' grammar) applied, each value
+    coerced to its field's type, and the result checked."""
+    for key, value in parse_overrides(overrides).items():
+        recipe = _apply_one(recipe, key, value)
     _check(recipe)
     return recipe
 
@@ -192,10 +249,8 @@ def _coerce(name: str, current: Any, value: Any) -> Any:
             return float(value)
         raise BvkitError(f"{name} must be a number, got {value!r}")
     if isinstance(current, tuple):
-        if isinstance(value, (list, tuple)):
-            return tuple(value)
-        if isinstance(value, (int, float)):
-            return (value,)
+        if isinstance(value, (list, tuple, int, float)):
+            return tuple(value) if isinstance(value, (list, tuple)) else (value,)
         raise BvkitError(f"{name} must be a list, got {value!r}")
     return value
 
@@ -277,7 +332,6 @@ for _recipe in (
 
 # The RIDE paper's other baselines, each trained by its own stage-one procedure
 # (bvkit/train/procedures/<name>.py).
-# --- bbn ---
 # BBN's configs/cifar10.yaml and cifar100.yaml (with its get_optimizer, which hard-codes
 # Nesterov): 200 epochs, batch 128, SGD lr 0.1, momentum 0.9, weight decay 2e-4, crop + flip,
 # warm-up 5 epochs, LR_STEP [120, 160] with LR_FACTOR 0.01, i.e. x0.01 from epoch 120 and
@@ -293,7 +347,6 @@ register_method(Recipe(
     drw_epoch=None,
     procedure="bbn",
 ))
-# --- oltr ---
 # OLTR (Liu et al., CVPR 2019; official code zhmiao/OpenLongTailRecognition-OLTR) publishes no
 # CIFAR recipe. Stage one here is bvkit's "ce" recipe (a nested run). Stage two follows the
 # official config/ImageNet_LT/stage_2_meta_embedding.py: whole network fine-tuned with a
@@ -320,7 +373,6 @@ register_method(Recipe(
     procedure_kwargs={"stage2_epochs": 100, "feature_lr_scale": 0.1, "centroids_lr_scale": 0.1,
                       "feature_loss_weight": 0.01},
 ))
-# --- lfme ---
 # LFME (Xiang, Ding & Han, ECCV 2020; official code github.com/xiangly55/LFME): one CE expert
 # per cardinality-adjacent class group (the many / medium / few shot splits of the training
 # counts; when one is empty, the classes sorted by count cut into three runs of near-equal class
@@ -343,7 +395,6 @@ register_method(Recipe(
     procedure_kwargs={"temperature": 2.0, "distill_weight": 1.0, "self_paced_threshold": 0.3,
                       "curriculum_start": 0.5, "curriculum_epochs": 100},
 ))
-# --- m2m ---
 # alinlab/M2m (README, run.sh, config.py, train.py): g = ERM (CE) ResNet-32; f from scratch,
 # 200 epochs, batch 128, SGD lr 0.1, momentum 0.9 without Nesterov, weight decay 2e-4, crop +
 # flip, lr linear warm-up 5 epochs, x0.01 from epoch 160 and x0.0001 from 180 (0-based), plain
@@ -381,7 +432,7 @@ class DatasetSetting:
 
 
 # RIDE's configs (frank-xwang/RIDE-LongTailRecognition, configs/config_imagenet_lt_resnet50_ride.json
-# and config_iNaturalist_resnet50_ride.json; RIDE.md section 3): ResNet-50, 100 epochs, SGD
+# and config_iNaturalist_resnet50_ride.json; ``docs/recipes.md``): ResNet-50, 100 epochs, SGD
 # momentum 0.9 Nesterov, weight decay 2e-4, CustomLR warm-up 5 epochs then x0.1 from epoch 60 and
 # x0.01 from epoch 80 (0-based, i.e. from epochs 61 / 81), DRW and the class-wise diversity
 # temperature from epoch 80 (reweight_epoch, "from 81"); ImageNet-LT batch 256, lr 0.1, gamma

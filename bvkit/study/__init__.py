@@ -4,24 +4,29 @@
     >>> run_study("experiments/demo.toml", "demo-study", jobs=2)
     >>> study = load_study("demo-study")
     >>> study.metrics, study.predictions["CE"]["logits"].shape, study.decompose(loss="squared")
+
+Names are imported on first use, so reading a study back does not load the runner.
 """
 
-from bvkit.study.results import Study, gather, load_study
-from bvkit.study.runner import RunTask, plan_runs, planned_runs, run_study
-from bvkit.study.spec import DataSpec, MethodSpec, StudySpec, SubsetSpec, load_spec, parse_spec
+from __future__ import annotations
 
-__all__ = [
-    "DataSpec",
-    "MethodSpec",
-    "RunTask",
-    "Study",
-    "StudySpec",
-    "SubsetSpec",
-    "gather",
-    "load_spec",
-    "load_study",
-    "parse_spec",
-    "plan_runs",
-    "planned_runs",
-    "run_study",
-]
+from bvkit.lazy import lazy_exports
+
+_EXPORTS = {
+    "DataSpec": "bvkit.study.spec",
+    "MethodSpec": "bvkit.study.spec",
+    "StudySpec": "bvkit.study.spec",
+    "SubsetSpec": "bvkit.study.spec",
+    "load_spec": "bvkit.study.spec",
+    "parse_spec": "bvkit.study.spec",
+    "RunTask": "bvkit.study.planning",
+    "plan_runs": "bvkit.study.planning",
+    "planned_runs": "bvkit.study.planning",
+    "run_study": "bvkit.study.runner",
+    "gather": "bvkit.study.gather",
+    "Study": "bvkit.study.reader",
+    "load_study": "bvkit.study.reader",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports("bvkit.study", _EXPORTS, globals())

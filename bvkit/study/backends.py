@@ -10,8 +10,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, Iterator
 
-import joblib
-
 from bvkit.errors import BvkitError
 
 BACKENDS = ("loky", "dask", "ray")
@@ -37,6 +35,8 @@ def dispatch(calls: list[tuple[Callable, tuple]], *, jobs: int = 1, backend: str
             for future in as_completed(futures):
                 yield future.result()
         return
+    import joblib
+
     with _backend(backend, jobs, scheduler) as n_jobs:
         parallel = joblib.Parallel(n_jobs=n_jobs, return_as="generator_unordered")
         yield from parallel(joblib.delayed(fn)(*args) for fn, args in calls)
@@ -51,6 +51,8 @@ def check_backend(backend: str, scheduler: str | None = None) -> None:
 
 @contextlib.contextmanager
 def _backend(backend: str, jobs: int, scheduler: str | None):
+    import joblib
+
     if backend == "loky":
         with joblib.parallel_config(backend="loky"):
             yield jobs

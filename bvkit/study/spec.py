@@ -22,11 +22,11 @@ fraction = 0.5                # subsample only
 epochs = 200
 batch_size = 128
 lr = 0.1
-device = "auto"
+device = "auto"              # auto, cpu, cuda, cuda:N
 model_width = 16
 seed = 0                      # model seed of run d is seed + d ...
 pin_seed = false              # ... or seed for every run when true
-options = { val_per_class = 50 }   # recipe overrides (see bvkit.methods.create_method)
+options = { val_per_class = 50 }   # recipe overrides (bvkit.methods.parse_overrides)
 
 [[methods]]
 name = "CE"                   # label: file names, table rows
@@ -39,6 +39,11 @@ Subsets and seeds: with a resampling scheme run d trains on subset d; its model 
 ``count``) is given. With scheme ``seeds`` every run trains on the long-tailed set itself and
 the runs differ by model seed only: the ``seeds`` list (top level or per method) or
 ``seed + d`` for d < ``count``.
+
+Each section's keys are declared with their constraints (``DATA``, ``SUBSETS``, ``TRAIN``,
+``METHOD``) and checked by one function, ``check_table``; an error names the file, the table,
+the key and the rule in one line. The subset protocols are described in ``docs/subsets.md``,
+the study directory in ``docs/formats.md``.
 """
 
 from __future__ import annotations
@@ -46,10 +51,18 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
+from bvkit.data import list_datasets
+from bvkit.data.profiles import PROFILES
 from bvkit.errors import BvkitError
+from bvkit.methods import create_method, list_methods, named_overrides, parse_overrides
+from bvkit.study.packs import PACK_MODES
+from bvkit.train.devices import DEVICE_NAMES, check_device
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,15 +71,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 RESAMPLING_SCHEMES = ("redraw", "bootstrap", "split", "subsample")
 SEED_SCHEMES = ("seeds", "none")
-PROFILES = ("exp", "step")
-TRAIN_KEYS = ("epochs", "batch_size", "lr", "device", "model_width", "seed", "pin_seed", "options", "pack", "pack_size")
-PACK_MODES = ("auto", "always", "never")
-TOP_KEYS = ("name", "description", "seeds", "data", "subsets", "train", "methods")
-DATA_KEYS = ("dataset", "root", "imbalance", "profile", "seed", "n_max")
-SUBSET_KEYS = ("scheme", "count", "seed", "fraction")
-METHOD_KEYS = ("name", "method", "seeds") + TRAIN_KEYS
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,16 @@ class MethodSpec:
     pack: str = "auto"  # train runs of this method packed: auto (on CUDA only), always, never
     pack_size: int = 8
 
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The recipe overrides of every run of this method: ``options`` and the named
+        settings, as ``bvkit.methods`` keys (what the training call takes)."""
+        return {**self.options, **named_overrides(epochs=self.epochs, batch_size=self.batch_size,
+                                                  lr=self.lr, model_width=self.model_width)}
+
     def config(self) -> dict:
         """What defines the trained model (device and packing excluded: they change where and
-        how fast, not what)."""
+        how fast, not what); its hash is the run id."""
         return {
             "method": self.method,
             "epochs": self.epochs,
@@ -142,6 +154,99 @@ class StudySpec:
         raise BvkitError(f"{self.source}: no method named {name!r}")
 
 
+# ---------------------------------------------------------------- declared constraints
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One key's constraint: ``test(value)`` holds, else "KEY must TEXT, got VALUE";
+    ``convert`` gives the stored value."""
+
+    text: str
+    test: Callable[[Any], bool]
+    convert: Callable[[Any], Any] = lambda value: value
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def integer(minimum: int | None = None) -> Rule:
+    bound = "" if minimum is None else f" >= {minimum}"
+    return Rule(f"be an integer{bound}", lambda v: _is_int(v) and (minimum is None or v >= minimum))
+
+
+def number(rule: str = "", check: Callable[[float], bool] = lambda v: True) -> Rule:
+    return Rule(f"be a number{rule}", lambda v: _is_number(v) and check(v), float)
+
+
+def one_of(choices: tuple[str, ...]) -> Rule:
+    return Rule(f"be one of {', '.join(choices)}", lambda v: isinstance(v, str) and v in choices)
+
+
+def _is_device(value) -> bool:
+    try:
+        check_device(value)
+    except BvkitError:
+        return False
+    return True
+
+
+def _are_seeds(value) -> bool:
+    return (isinstance(value, list) and len(value) >= 2 and all(_is_int(s) and s >= 0 for s in value)
+            and len(set(value)) == len(value))
+
+
+STRING = Rule("be a non-empty string", lambda v: isinstance(v, str) and bool(v))
+TEXT = Rule("be a string", lambda v: isinstance(v, str))
+BOOLEAN = Rule("be true or false", lambda v: isinstance(v, bool))
+SEEDS = Rule("be a list of at least 2 distinct integers >= 0", _are_seeds, tuple)
+DEVICE = Rule(f"be one of {DEVICE_NAMES}", _is_device)
+OPTIONS = Rule("be a table of recipe overrides", lambda v: isinstance(v, dict), parse_overrides)
+LABEL = Rule("use letters, digits, '.', '_', '+', '-' (it names files)",
+             lambda v: isinstance(v, str) and bool(LABEL_PATTERN.match(v)))
+
+TOP = {"name": STRING, "description": TEXT, "seeds": SEEDS, "data": None, "subsets": None, "train": None,
+       "methods": None}  # None: a table checked with its own rules below
+DATA = {"dataset": STRING, "root": STRING, "imbalance": number(" >= 1", lambda v: v >= 1),
+        "profile": one_of(PROFILES), "seed": integer(0), "n_max": integer(1)}
+SUBSETS = {"scheme": one_of(RESAMPLING_SCHEMES + SEED_SCHEMES), "count": integer(2), "seed": integer(0),
+           "fraction": number(" in (0, 1]", lambda v: 0 < v <= 1)}
+TRAIN = {"epochs": integer(1), "batch_size": integer(1), "lr": number(" > 0", lambda v: v > 0),
+         "device": DEVICE, "model_width": integer(1), "seed": integer(0), "pin_seed": BOOLEAN,
+         "options": OPTIONS, "pack": one_of(PACK_MODES), "pack_size": integer(1)}
+METHOD = {"name": LABEL, "method": STRING, "seeds": SEEDS, **TRAIN}
+
+
+def check_table(table: dict, rules: dict[str, Rule | None], where: str, required: tuple[str, ...] = ()) -> dict:
+    """The values of ``table`` checked against ``rules`` (an unknown key, a missing required
+    key or a value breaking its rule is a one-line error naming ``where``), converted."""
+    for key in table:
+        if key not in rules:
+            _fail(where, f"has unknown key {key!r} (known: {', '.join(rules)})")
+    for key in required:
+        if key not in table:
+            _fail(where, f"needs {key!r}")
+    values = {}
+    for key, rule in rules.items():
+        if key in table and rule is not None:
+            if not rule.test(table[key]):
+                _fail(where, f"{key} must {rule.text}, got {table[key]!r}")
+            values[key] = rule.convert(table[key])
+    return values
+
+
+def _fail(where: str, message: str):
+    raise BvkitError(f"{where} {message}")
+
+
+# ---------------------------------------------------------------- reading a spec
+
+
 def load_spec(path: str | Path) -> StudySpec:
     """Read and validate a study spec file; errors name the file, the key and the problem."""
     path = Path(path)
@@ -155,223 +260,10 @@ def parse_spec(text: str, source: str = "spec.toml") -> StudySpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise BvkitError(f"{source}: not valid TOML: {err}") from None
-    return _Validator(source).study(raw, text)
-
-
-class _Validator:
-    def __init__(self, source: str):
-        self.source = source
-
-    def fail(self, where: str, message: str):
-        raise BvkitError(f"{self.source}: {where} {message}")
-
-    def table(self, raw: dict, name: str, allowed: tuple[str, ...], where: str) -> dict:
-        value = raw.get(name, {})
-        if not isinstance(value, dict):
-            self.fail(where, f"must be a table, got {value!r}")
-        self.known(value, allowed, where)
-        return value
-
-    def known(self, table: dict, allowed: tuple[str, ...], where: str) -> None:
-        for key in table:
-            if key not in allowed:
-                self.fail(where, f"has unknown key {key!r} (known: {', '.join(allowed)})")
-
-    def integer(self, table, key, where, minimum=None, default=None, required=False):
-        if key not in table:
-            if required:
-                self.fail(where, f"needs {key!r}")
-            return default
-        value = table[key]
-        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
-            bound = f" >= {minimum}" if minimum is not None else ""
-            self.fail(where, f"{key} must be an integer{bound}, got {value!r}")
-        return value
-
-    def number(self, table, key, where, default=None, check=None, rule=""):
-        if key not in table:
-            return default
-        value = table[key]
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        if not ok or (check is not None and not check(value)):
-            self.fail(where, f"{key} must be a number{rule}, got {value!r}")
-        return float(value)
-
-    def string(self, table, key, where, default=None, choices=None, required=False):
-        if key not in table:
-            if required:
-                self.fail(where, f"needs {key!r}")
-            return default
-        value = table[key]
-        if not isinstance(value, str) or not value:
-            self.fail(where, f"{key} must be a non-empty string, got {value!r}")
-        if choices is not None and value not in choices:
-            self.fail(where, f"{key} must be one of {', '.join(choices)}, got {value!r}")
-        return value
-
-    def seeds(self, table, where) -> tuple[int, ...]:
-        if "seeds" not in table:
-            return ()
-        value = table["seeds"]
-        valid = (
-            isinstance(value, list)
-            and len(value) >= 2
-            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value)
-            and len(set(value)) == len(value)
-        )
-        if not valid:
-            self.fail(where, f"seeds must be a list of at least 2 distinct integers >= 0, got {value!r}")
-        return tuple(value)
-
-    def study(self, raw: dict, text: str) -> StudySpec:
-        self.known(raw, TOP_KEYS, "top level")
-        name = self.string(raw, "name", "top level", default="study")
-        description = raw.get("description", "")
-        if not isinstance(description, str):
-            self.fail("top level", f"description must be a string, got {description!r}")
-        data = self.data(self.table(raw, "data", DATA_KEYS, "[data]"))
-        subsets = self.subsets(self.table(raw, "subsets", SUBSET_KEYS, "[subsets]"))
-        defaults = self.train(self.table(raw, "train", TRAIN_KEYS, "[train]"), "[train]", {})
-        top_seeds = self.seeds(raw, "top level")
-        methods_raw = raw.get("methods")
-        if not isinstance(methods_raw, list) or not methods_raw:
-            self.fail("[[methods]]", "must list at least one method (a [[methods]] table with name and method)")
-        methods = []
-        for i, entry in enumerate(methods_raw, 1):
-            methods.append(self.method(entry, i, defaults, top_seeds, subsets))
-        labels = [m.name for m in methods]
-        for label in labels:
-            if labels.count(label) > 1:
-                self.fail("[[methods]]", f"name {label!r} is used twice (names label files and rows)")
-        self.registered([(m.name, m.method) for m in methods])
-        return StudySpec(data, subsets, tuple(methods), name, description, text, self.source)
-
-    def data(self, table: dict) -> DataSpec:
-        where = "[data]"
-        dataset = self.string(table, "dataset", where, required=True)
-        known = _known_datasets()
-        if known is not None and dataset not in known:
-            self.fail(where, f"dataset {dataset!r} is unknown (known: {', '.join(known)})")
-        return DataSpec(
-            dataset=dataset,
-            root=self.string(table, "root", where),
-            imbalance=self.number(table, "imbalance", where, 100.0, lambda v: v >= 1, " >= 1"),
-            profile=self.string(table, "profile", where, "exp", PROFILES),
-            seed=self.integer(table, "seed", where, minimum=0, default=0),
-            n_max=self.integer(table, "n_max", where, minimum=1),
-        )
-
-    def subsets(self, table: dict) -> SubsetSpec:
-        where = "[subsets]"
-        scheme = self.string(table, "scheme", where, "redraw", RESAMPLING_SCHEMES + SEED_SCHEMES)
-        if scheme == "none":
-            scheme = "seeds"
-        count = self.integer(table, "count", where, minimum=2, required=scheme != "seeds")
-        fraction = self.number(table, "fraction", where, None, lambda v: 0 < v <= 1, " in (0, 1]")
-        if fraction is not None and scheme != "subsample":
-            self.fail(where, f"fraction applies to scheme 'subsample' only (scheme is {scheme!r})")
-        if scheme == "subsample" and fraction is None:
-            self.fail(where, "scheme 'subsample' needs fraction (e.g. fraction = 0.5)")
-        seed = self.integer(table, "seed", where, minimum=0, default=0)
-        return SubsetSpec(scheme, count, seed, fraction)
-
-    def train(self, table: dict, where: str, base: dict) -> dict:
-        merged = dict(base)
-        checks = {
-            "epochs": lambda: self.integer(table, "epochs", where, minimum=1),
-            "batch_size": lambda: self.integer(table, "batch_size", where, minimum=1),
-            "model_width": lambda: self.integer(table, "model_width", where, minimum=1),
-            "seed": lambda: self.integer(table, "seed", where, minimum=0),
-            "lr": lambda: self.number(table, "lr", where, None, lambda v: v > 0, " > 0"),
-            "pack_size": lambda: self.integer(table, "pack_size", where, minimum=1),
-            "pack": lambda: self.string(table, "pack", where, None, PACK_MODES),
-        }
-        for key, check in checks.items():
-            if key in table:
-                merged[key] = check()
-        if "device" in table:
-            device = table["device"]
-            if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
-                self.fail(where, f"device must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
-            merged["device"] = device
-        if "pin_seed" in table:
-            if not isinstance(table["pin_seed"], bool):
-                self.fail(where, f"pin_seed must be true or false, got {table['pin_seed']!r}")
-            merged["pin_seed"] = table["pin_seed"]
-        if "options" in table:
-            options = table["options"]
-            if not isinstance(options, dict):
-                self.fail(where, f"options must be a table of recipe overrides, got {options!r}")
-            merged["options"] = {**base.get("options", {}), **_flatten(options)}
-        return merged
-
-    def method(self, entry, index: int, defaults: dict, top_seeds, subsets: SubsetSpec) -> MethodSpec:
-        where = f"[[methods]] #{index}"
-        if not isinstance(entry, dict):
-            self.fail(where, f"must be a table, got {entry!r}")
-        label = self.string(entry, "name", where, required=True)
-        where = f"[[methods]] #{index} ({label!r})"
-        self.known(entry, METHOD_KEYS, where)
-        if not LABEL_PATTERN.match(label):
-            self.fail(where, "name must use letters, digits, '.', '_', '+', '-' (it names files)")
-        method = self.string(entry, "method", where, required=True)
-        settings = self.train(entry, where, defaults)
-        seeds = self.seeds(entry, where) or top_seeds
-        base_seed = settings.get("seed", 0)
-        if subsets.scheme == "seeds":
-            if not seeds:
-                if subsets.count is None:
-                    self.fail(where, "needs seeds (or [subsets] count) with scheme 'seeds'")
-                seeds = tuple(base_seed + d for d in range(subsets.count))
-        else:
-            if seeds and len(seeds) != subsets.count:
-                self.fail(where, f"seeds has {len(seeds)} entries; [subsets] count is {subsets.count}")
-            if not seeds:
-                pinned = settings.get("pin_seed", False)
-                seeds = tuple(base_seed if pinned else base_seed + d for d in range(subsets.count))
-        return MethodSpec(
-            name=label,
-            method=method,
-            epochs=settings.get("epochs"),
-            batch_size=settings.get("batch_size"),
-            lr=settings.get("lr"),
-            device=settings.get("device", "auto"),
-            model_width=settings.get("model_width"),
-            seeds=tuple(seeds),
-            options=dict(sorted(settings.get("options", {}).items())),
-            pack=settings.get("pack", "auto"),
-            pack_size=settings.get("pack_size", 8),
-        )
-
-    def registered(self, methods: list[tuple[str, str]]) -> None:
-        try:
-            from bvkit.methods import list_methods
-        except ImportError:
-            return
-        known = list_methods()
-        for label, method in methods:
-            if method not in known:
-                self.fail(f"[[methods]] {label!r}", f"method {method!r} is not registered (known: {', '.join(known)})")
-
-
-def _flatten(options: dict, prefix: str = "") -> dict:
-    """TOML tables in options become dotted keys: {model_kwargs = {width = 8}} -> model_kwargs.width."""
-    flat = {}
-    for key, value in options.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def _known_datasets() -> list[str] | None:
     try:
-        from bvkit.data import list_datasets
-    except ImportError:
-        return None
-    return list(list_datasets())
+        return _study(raw, text, source)
+    except BvkitError as err:
+        raise BvkitError(f"{source}: {err}") from None
 
 
 def spec_of(study_dir: str | Path) -> StudySpec:
@@ -380,3 +272,93 @@ def spec_of(study_dir: str | Path) -> StudySpec:
     if not path.is_file():
         raise BvkitError(f"{study_dir}: not a study directory (no spec.toml)")
     return parse_spec(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def preset_path(name: str) -> Path:
+    """A spec shipped inside the package (``bvkit/study/presets/NAME``)."""
+    return Path(str(resources.files("bvkit.study") / "presets" / name))
+
+
+def _section(raw: dict, name: str) -> dict:
+    value = raw.get(name, {})
+    if not isinstance(value, dict):
+        _fail(f"[{name}]", f"must be a table, got {value!r}")
+    return value
+
+
+def _study(raw: dict, text: str, source: str) -> StudySpec:
+    top = check_table(raw, TOP, "top level")
+    data = DataSpec(**check_table(_section(raw, "data"), DATA, "[data]", required=("dataset",)))
+    if data.dataset not in list_datasets():
+        _fail("[data]", f"dataset {data.dataset!r} is unknown (known: {', '.join(list_datasets())})")
+    subsets = _subsets(check_table(_section(raw, "subsets"), SUBSETS, "[subsets]"))
+    defaults = check_table(_section(raw, "train"), TRAIN, "[train]")
+    entries = raw.get("methods")
+    if not isinstance(entries, list) or not entries:
+        _fail("[[methods]]", "must list at least one method (a [[methods]] table with name and method)")
+    methods = [_method(entry, i, defaults, top.get("seeds", ()), data, subsets)
+               for i, entry in enumerate(entries, 1)]
+    labels = [m.name for m in methods]
+    for label in labels:
+        if labels.count(label) > 1:
+            _fail("[[methods]]", f"name {label!r} is used twice (names label files and rows)")
+    return StudySpec(data, subsets, tuple(methods), top.get("name", "study"), top.get("description", ""),
+                     text, source)
+
+
+def _subsets(values: dict) -> SubsetSpec:
+    where = "[subsets]"
+    scheme = values.get("scheme", "redraw")
+    if scheme == "none":
+        scheme = "seeds"
+    if scheme != "seeds" and "count" not in values:
+        _fail(where, "needs 'count'")
+    fraction = values.get("fraction")
+    if fraction is not None and scheme != "subsample":
+        _fail(where, f"fraction applies to scheme 'subsample' only (scheme is {scheme!r})")
+    if scheme == "subsample" and fraction is None:
+        _fail(where, "scheme 'subsample' needs fraction (e.g. fraction = 0.5)")
+    return SubsetSpec(scheme, values.get("count"), values.get("seed", 0), fraction)
+
+
+def _method(entry, index: int, defaults: dict, top_seeds: tuple, data: DataSpec,
+            subsets: SubsetSpec) -> MethodSpec:
+    where = f"[[methods]] #{index}"
+    if not isinstance(entry, dict):
+        _fail(where, f"must be a table, got {entry!r}")
+    label = check_table({"name": entry["name"]} if "name" in entry else {}, {"name": LABEL}, where,
+                        required=("name",))["name"]
+    where = f"[[methods]] #{index} ({label!r})"
+    values = check_table(entry, METHOD, where, required=("method",))
+    settings = {**defaults, **values,
+                "options": dict(sorted({**defaults.get("options", {}), **values.get("options", {})}.items()))}
+    if settings["method"] not in list_methods():
+        _fail(where, f"method {settings['method']!r} is not registered (known: {', '.join(list_methods())})")
+    method = MethodSpec(
+        name=label, method=settings["method"], epochs=settings.get("epochs"),
+        batch_size=settings.get("batch_size"), lr=settings.get("lr"), device=settings.get("device", "auto"),
+        model_width=settings.get("model_width"), options=settings["options"],
+        seeds=_seeds(values.get("seeds") or top_seeds, settings, subsets, where),
+        pack=settings.get("pack", "auto"), pack_size=settings.get("pack_size", 8))
+    try:
+        create_method(method.method, dataset=data.dataset, **method.overrides)
+    except BvkitError as err:
+        _fail(where, f"options: {err}")
+    return method
+
+
+def _seeds(seeds: tuple, settings: dict, subsets: SubsetSpec, where: str) -> tuple[int, ...]:
+    """Model seeds of the method's runs (see the module docstring)."""
+    base = settings.get("seed", 0)
+    if subsets.scheme == "seeds":
+        if not seeds:
+            if subsets.count is None:
+                _fail(where, "needs seeds (or [subsets] count) with scheme 'seeds'")
+            seeds = tuple(base + d for d in range(subsets.count))
+    else:
+        if seeds and len(seeds) != subsets.count:
+            _fail(where, f"seeds has {len(seeds)} entries; [subsets] count is {subsets.count}")
+        if not seeds:
+            pinned = settings.get("pin_seed", False)
+            seeds = tuple(base if pinned else base + d for d in range(subsets.count))
+    return tuple(seeds)

@@ -29,11 +29,13 @@ from typing import Iterator
 
 import numpy as np
 
+from bvkit.data.profiles import ALL, SPLITS
+
 TMP_MARK = ".tmp-"
 RUNS = "runs"
 PREDICTIONS = "predictions"
-METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", "all", "many", "medium", "few",
-                  "mflops", "seconds", "error")
+ACCURACY_KEYS = (ALL, *SPLITS)  # metrics.csv's accuracy columns, in their order
+METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", *ACCURACY_KEYS, "mflops", "seconds", "error")
 USAGE_COLUMNS = ("method", "subset", "split", "n_experts", "share")
 
 
@@ -60,12 +62,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_savez(path: str | Path, **arrays: np.ndarray) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -161,7 +157,7 @@ def clean_leftovers(study_dir: Path) -> list[Path]:
                     removed.append(tmp)
     for folder in (study_dir, study_dir / PREDICTIONS):
         if folder.is_dir():
-            # ours (name.tmp-host-pid-rand) and bvkit.decompose.save_predictions' (.name.XXXX.tmp)
+            # ours (name.tmp-host-pid-rand) and bvkit.decomposition.io.save_predictions' (.name.XXXX.tmp)
             for tmp in [*folder.glob(f"*{TMP_MARK}*"), *folder.glob(".*.tmp")]:
                 if tmp.is_file():
                     tmp.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import time
 
 def main(argv: list[str]) -> int:
     from bvkit.train import train
-    from bvkit.train.commands import parse_settings as settings_of
+    from bvkit.methods import parse_overrides as settings_of
 
     method, out, *rest = argv
     n_max = None

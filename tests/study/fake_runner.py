@@ -33,9 +33,8 @@ def train_on_dask_worker(method, dataset, out, **kwargs):
     return train(method, dataset, out, _log=where, **kwargs)
 
 
-def train(method, dataset, out, *, train_indices, imbalance=100.0, profile="exp", seed=0, epochs=None,
-          batch_size=None, lr=None, device="auto", data_root=None, model_width=None, overrides=None, n_max=None,
-          _log=None):
+def train(method, dataset, out, *, train_indices, seed=0, device="auto", overrides=None, imbalance=100.0,
+          profile="exp", data_root=None, n_max=None, _log=None):
     out = Path(out)
     if os.environ.get("FAKE_LOG"):
         with open(os.environ["FAKE_LOG"], "a") as log:
@@ -49,7 +48,7 @@ def train(method, dataset, out, *, train_indices, imbalance=100.0, profile="exp"
     n_classes = len(data.class_names)
     counts = np.bincount(data.pool.labels[train_indices], minlength=n_classes)
     rng = np.random.default_rng([seed, sum(map(ord, method)), int(counts.sum())])
-    strength = 1.0 + 0.1 * (epochs or 1)
+    strength = 1.0 + 0.1 * ((overrides or {}).get("epochs") or 1)
     logits = np.log(counts + 1.0)[None, :] + rng.normal(size=(len(labels), n_classes))
     logits[np.arange(len(labels)), labels] += strength * rng.uniform(0.5, 1.5, size=len(labels))
     np.savez(out / "predictions.npz", labels=labels, logits=logits[None].astype(np.float32),

@@ -45,7 +45,8 @@ def test_spec_reads_pack_settings_and_rejects_bad_ones():
 
 
 def test_group_packs_respects_mode_size_and_packability():
-    from bvkit.study.runner import group_packs, plan_runs
+    from bvkit.study.packs import group_packs
+    from bvkit.study.planning import plan_runs
 
     spec = parse_spec(SPEC)
     tasks = plan_runs(spec, [np.arange(10)] * 3)

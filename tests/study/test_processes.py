@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from bvkit.study import run_study, store
-from bvkit.study.runner import planned_runs
+from bvkit.study.planning import planned_runs
 
 from conftest import REPO
 

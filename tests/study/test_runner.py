@@ -7,8 +7,8 @@ import pytest
 import fake_runner
 from bvkit.errors import BvkitError
 from bvkit.study import load_spec, load_study, plan_runs, run_study
-from bvkit.study import runner, store
-from bvkit.study.commands import status_table
+from bvkit.study import backends, planning, store
+from bvkit.study.status import status_table
 from bvkit.study.spec import parse_spec
 
 
@@ -160,11 +160,11 @@ def test_leftovers_of_a_live_run_are_kept(tmp_path):
 
 
 def test_runs_are_spread_over_gpus(spec_file, monkeypatch):
-    monkeypatch.setattr(runner, "_gpu_count", lambda: 2)
+    monkeypatch.setattr(planning, "gpu_count", lambda: 2)
     spec = parse_spec(spec_file.read_text().replace('device = "cpu"', 'device = "auto"'))
-    tasks = runner.assign_devices(plan_runs(spec, [np.arange(5)] * 3))
+    tasks = planning.assign_devices(plan_runs(spec, [np.arange(5)] * 3))
     assert [t.kwargs["device"] for t in tasks] == ["cuda:0", "cuda:1"] * 3
-    pinned = runner.assign_devices(plan_runs(load_spec(spec_file), [np.arange(5)] * 3))
+    pinned = planning.assign_devices(plan_runs(load_spec(spec_file), [np.arange(5)] * 3))
     assert {t.kwargs["device"] for t in pinned} == {"cpu"}
 
 
@@ -186,7 +186,7 @@ def test_status_and_load_study(spec_file, tmp_path, counting):
 
 
 def test_study_decompose_calls_bvkit_decompose(spec_file, tmp_path, counting):
-    decompose = pytest.importorskip("bvkit.decompose").decompose
+    decompose = pytest.importorskip("bvkit.decomposition").decompose
     out = tmp_path / "study"
     run_study(spec_file, out, run_function=counting, log=quiet)
     result = load_study(out).decompose(loss="squared")
@@ -205,7 +205,7 @@ def test_bad_arguments(spec_file, tmp_path):
     with pytest.raises(BvkitError, match="module:function"):
         run_study(spec_file, tmp_path / "s", run_function="fake_runner.train", log=quiet)
     with pytest.raises(BvkitError, match="unknown backend 'mpi'"):
-        list(runner.dispatch([(print, ())], backend="mpi"))
+        list(backends.dispatch([(print, ())], backend="mpi"))
 
 
 def test_ray_backend_needs_ray(spec_file, tmp_path, counting):

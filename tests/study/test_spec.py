@@ -2,7 +2,7 @@
 import pytest
 
 from bvkit.errors import BvkitError
-from bvkit.study.commands import demo_spec_path
+from bvkit.pipeline import demo_spec_path
 from bvkit.study.spec import load_spec, parse_spec
 
 from conftest import REPO, SPEC
@@ -81,7 +81,7 @@ def test_seeds_per_scheme():
     (BASE.replace("count = 3", 'count = 3\nscheme = "jackknife"'), "[subsets] scheme must be one of"),
     (BASE + "seeds = [1, 2]\n", "seeds has 2 entries; [subsets] count is 3"),
     (BASE + "seeds = [1, 1, 2]\n", "seeds must be a list of at least 2 distinct integers"),
-    (BASE + 'device = "gpu"\n', "device must be auto, cpu, mps, cuda or cuda:N, got 'gpu'"),
+    (BASE + 'device = "gpu"\n', "device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"),
     (BASE + "epochs = 0\n", "epochs must be an integer >= 1, got 0"),
     (BASE + "options = 3\n", "options must be a table"),
     (BASE.split("[[methods]]")[0], "[[methods]] must list at least one method"),

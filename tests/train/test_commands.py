@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bvkit.cli import main
-from bvkit.train.commands import parse_settings
+from bvkit.methods import parse_overrides
 
 TINY_ARGS = ["--dataset", "synthetic-lt", "--imbalance", "10", "--n-max", "40", "--model-width", "4",
              "--set", "model_kwargs.blocks=1", "--set", "val_per_class=5", "--device", "cpu"]
@@ -34,7 +34,7 @@ def test_bad_input_is_one_line_and_exit_code_2(argv, message, tmp_path, capsys):
 
 
 def test_set_values_are_parsed_as_literals():
-    assert parse_settings(["a=1", "b=0.5", "c=true", "d=[1, 2]", "e=ce", "f=none"]) == {
+    assert parse_overrides(["a=1", "b=0.5", "c=true", "d=[1, 2]", "e=ce", "f=none"]) == {
         "a": 1, "b": 0.5, "c": True, "d": [1, 2], "e": "ce", "f": None}
 
 

@@ -1,4 +1,5 @@
-"""Gather finished runs into the study's shared outputs, and read a study back for notebooks."""
+"""Gather finished runs into the study's shared outputs: predictions/<method>.npz, metrics.csv and
+expert_usage.csv (``docs/formats.md``)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,7 @@ from bvkit.study.spec import StudySpec
 if TYPE_CHECKING:
     import pandas as pd
 
-    from bvkit.study.runner import RunTask
-
-ACCURACY_KEYS = ("all", "many", "medium", "few")
-
+    from bvkit.study.planning import RunTask
 
 def metric_row(task: "RunTask", study_dir: Path) -> dict:
     """One metrics.csv row: the run's state and, when done, its accuracies, MFLOPs and seconds."""
@@ -38,8 +36,8 @@ def accuracy_of(metrics: dict) -> dict:
     """all / many / medium / few accuracy from a metrics.json, wherever the trainer nested them."""
     for table in (metrics.get("test"), metrics.get("accuracy"), metrics):
         if isinstance(table, dict) and "all" in table and not isinstance(table["all"], dict):
-            return {key: table.get(key) for key in ACCURACY_KEYS}
-    return {key: None for key in ACCURACY_KEYS}
+            return {key: table.get(key) for key in store.ACCURACY_KEYS}
+    return {key: None for key in store.ACCURACY_KEYS}
 
 
 def usage_rows(task: "RunTask", metrics: dict) -> list[dict]:
@@ -75,6 +73,8 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
     """
     import pandas as pd
 
+    from bvkit.decomposition.io import save_predictions  # the one prediction-file writer (atomic)
+
     study_dir = Path(study_dir)
     labels = np.asarray(labels, dtype=np.int64)
     gathered, rows, usage = [], [], []
@@ -97,9 +97,9 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
                 folder = store.run_dir(study_dir, task.run_id)
                 usage.extend(usage_rows(task, store.read_json(folder / "metrics.json")))
                 logits.append(_run_logits(folder, labels))
-            _save_predictions(target, labels=labels, logits=np.stack(logits),
-                              train_counts=np.asarray(train_counts, dtype=np.int64),
-                              class_names=np.asarray(class_names, dtype=str))
+            save_predictions(target, labels=labels, logits=np.stack(logits),
+                             train_counts=np.asarray(train_counts, dtype=np.int64),
+                             class_names=np.asarray(class_names, dtype=str))
             gathered.append(method.name)
         wanted = {f"{m.name}.npz" for m in spec.methods}
         for stale in out.glob("*.npz"):
@@ -117,105 +117,17 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
 
 
 def _run_logits(folder: Path, labels: np.ndarray) -> np.ndarray:
+    from bvkit.decomposition.io import load_predictions  # the one prediction-file reader
+
     path = folder / "predictions.npz"
-    with np.load(path, allow_pickle=False) as archive:
-        if "logits" not in archive.files or "labels" not in archive.files:
-            raise BvkitError(f"{path}: needs labels and logits")
-        logits = archive["logits"]
-        run_labels = archive["labels"]
+    run = load_predictions(path)
+    if run.kind != "logits":
+        raise BvkitError(f"{path}: needs labels and logits")
+    logits = run.scores
     if logits.ndim == 3:
         if logits.shape[0] != 1:
             raise BvkitError(f"{path}: logits of one run must be (1, N, C) or (N, C), got {logits.shape}")
         logits = logits[0]
-    if not np.array_equal(run_labels, labels) or logits.shape[0] != len(labels):
+    if not np.array_equal(run.labels, labels) or logits.shape[0] != len(labels):
         raise BvkitError(f"{path}: its test labels differ from the study's test set")
-    return logits
-
-
-def _save_predictions(path: Path, **arrays) -> None:
-    """The shared prediction-file writer (atomic: temp file + rename), or np.savez without it."""
-    try:
-        from bvkit.decompose import save_predictions
-    except ImportError:
-        store.atomic_savez(path, **arrays)
-        return
-    save_predictions(path, **arrays)
-
-
-class Study:
-    """A study directory read back: ``metrics`` (one row per run), ``predictions``, ``decompose``."""
-
-    def __init__(self, path: str | Path):
-        from bvkit.study.spec import spec_of
-
-        self.path = Path(path)
-        self.spec = spec_of(self.path)
-        self._predictions = None
-
-    def __repr__(self) -> str:
-        return f"Study({str(self.path)!r}, methods={self.methods})"
-
-    @property
-    def methods(self) -> list[str]:
-        return [m.name for m in self.spec.methods]
-
-    @property
-    def metrics(self) -> "pd.DataFrame":
-        import pandas as pd
-
-        path = self.path / "metrics.csv"
-        if not path.is_file():
-            return pd.DataFrame(columns=list(store.METRIC_COLUMNS))
-        return pd.read_csv(path)
-
-    @property
-    def expert_usage(self) -> "pd.DataFrame":
-        import pandas as pd
-
-        path = self.path / "expert_usage.csv"
-        if not path.is_file():
-            return pd.DataFrame(columns=list(store.USAGE_COLUMNS))
-        return pd.read_csv(path)
-
-    @property
-    def subsets(self) -> list[np.ndarray]:
-        return store.load_subsets(self.path / "subsets.npz")
-
-    @property
-    def predictions(self) -> dict[str, dict[str, np.ndarray]]:
-        """method -> {"labels", "logits" (D, N, C), "train_counts", "class_names"} (complete methods)."""
-        if self._predictions is None:
-            self._predictions = {}
-            for name in self.methods:
-                path = self.path / store.PREDICTIONS / f"{name}.npz"
-                if path.is_file():
-                    with np.load(path, allow_pickle=False) as archive:
-                        self._predictions[name] = {key: archive[key] for key in archive.files}
-        return self._predictions
-
-    def accuracy(self) -> "pd.DataFrame":
-        """Mean and std over runs of all / many / medium / few accuracy, MFLOPs, per method."""
-        done = self.metrics[self.metrics["status"] == "done"]
-        columns = [c for c in (*ACCURACY_KEYS, "mflops") if c in done]
-        table = done.groupby("method", sort=False)[columns].agg(["mean", "std"])
-        return table.reindex([m for m in self.methods if m in table.index])
-
-    def decompose(self, loss: str = "squared", **kwargs):
-        """bvkit.decompose on every complete method, stacked: one Decomposition, ``method`` column."""
-        from bvkit.decompose import Decomposition, decompose
-
-        if not self.predictions:
-            raise BvkitError(f"{self.path}: no complete method to decompose yet")
-        parts = []
-        for name, arrays in self.predictions.items():
-            inputs = {k: arrays[k] for k in ("labels", "logits", "train_counts", "class_names") if k in arrays}
-            parts.append(decompose(**inputs, loss=loss, method=name, **kwargs))
-        return Decomposition.concat(parts)
-
-
-def load_study(path: str | Path) -> Study:
-    """Open a study directory written by ``bvkit study run``."""
-    path = Path(path)
-    if not path.is_dir():
-        raise BvkitError(f"{path}: no such study directory")
-    return Study(path)
+    return np.asarray(logits)

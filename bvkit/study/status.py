@@ -1,0 +1,28 @@
+"""The state of every run of a study directory, as a text table (``bvkit study status``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bvkit.study.planning import planned_runs
+from bvkit.study.gather import metric_row
+
+
+def status_table(study_dir: str | Path) -> str:
+    """A text table of every run of the study (done / failed / running / pending) and a summary."""
+    import pandas as pd
+
+    spec, tasks = planned_runs(study_dir)
+    rows = [metric_row(task, Path(study_dir)) for task in tasks]
+    frame = pd.DataFrame(rows)
+    shown = frame[["method", "subset", "seed", "status", "seconds", "all", "run_id"]].copy()
+    shown["seconds"] = shown["seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    shown["all"] = shown["all"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
+    shown = shown.rename(columns={"all": "accuracy"})
+    counts = frame["status"].value_counts()
+    summary = ", ".join(f"{counts.get(s, 0)} {s}" for s in ("done", "running", "failed", "pending") if counts.get(s, 0))
+    lines = [f"{spec.name}: {len(frame)} runs: {summary}", shown.to_string(index=False)]
+    for row in rows:
+        if row["status"] == "failed":
+            lines.append(f"failed {row['method']} subset {row['subset']} ({row['run_id']}): {row['error']}")
+    return "\n".join(lines)

@@ -11,7 +11,7 @@ import sys
 import tarfile
 from pathlib import Path
 
-SMALL = ("metrics.json", "history.csv", "predictions.npz")
+SMALL = ("metrics.json", "history.csv", "predictions.npz", "probe.json", "probe_logits.npz", "fidelity_probe.md")
 
 
 def main(work: Path, out: Path) -> int:

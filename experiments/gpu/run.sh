@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# One GPU session for issues 5 and 8 (nothing to install; about 8 minutes on one H100/H200):
+# One GPU session (nothing to install; about 8 minutes on one H100/H200):
 #   1. decode CIFAR-10 from the carried .gpu-data/cifar10_jpeg_bytes.npz (make_cifar10.py logic)
-#   2. ride: CIFAR-10-LT IF=100, RIDE-3 at the published 200-epoch recipe, alone on the GPU (timed)
+#   1b. probe: the fidelity probe (experiments/gpu/probe.py): RIDE-3 at the published 200-epoch
+#      recipe alone, then test / validation / unused pool images under every evaluation setting
+#      (fidelity_probe.md, probe.json, probe_logits.npz)
+#   2. ride: CIFAR-10-LT IF=100, RIDE-3 at the published 200-epoch recipe, alone on the GPU (timed;
+#      only when STEPS names it: the probe trains the same run)
 #   3. bench: bench_train.py, K = 1, 4, 8, 10, 16 packed ResNet-32 and RIDE-3, CUDA graphs; eager K = 1, 10
 #   4. tests: graphed training steps against eager ones (tests/train/test_graphs.py)
 #   5. baselines: LDAM-DRW and CE (200 epochs), each alone
@@ -23,7 +27,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export BVKIT_DATA="${BVKIT_DATA:-$WORK/data}"
 BUDGET=${BUDGET:-500}
-STEPS=${STEPS:-ride bench tests baselines}  # also "study", "others" (calls of their own)
+STEPS=${STEPS:-probe baselines bench tests}  # also "ride", "compile", "study", "others"
 START=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 cap() { local want=$1 reserve=$2 l; l=$(( $(left) - reserve )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
@@ -64,6 +68,18 @@ repro() {  # method, cap seconds
   log "$1: $(tail -n 1 "$WORK/repro/$1/run.log")"
 }
 
+# --- 1b. the fidelity probe (RIDE-3 training about 140 s on an H100, the evaluation grid ~30 s) -
+if want probe; then
+  log "fidelity probe (cap $(cap 260 240)s)"
+  mkdir -p "$WORK/probe"
+  timeout "$(cap 260 240)" $PY experiments/gpu/probe.py "$WORK/probe" $([ $SMOKE = 1 ] && echo --smoke) \
+      > "$WORK/probe/run.log" 2>&1
+  log "probe: $(tail -n 1 "$WORK/probe/run.log")"
+  for f in fidelity_probe.md; do  # probe.json and probe_logits.npz travel in runs.tar.gz
+    [ -f "$WORK/probe/$f" ] && cp "$WORK/probe/$f" "$OUT/"
+  done
+fi
+
 # --- 2. RIDE-3, 200 epochs, alone (H100, 2026-11-27: 128.5 s training, 143 s wall) ----------
 if want ride; then
   log "RIDE-3 alone (cap $(cap 170 300)s)"
@@ -76,6 +92,10 @@ if want bench; then
       --out "$OUT/bench_train_${DEVICE}_graphs.txt" 2>&1 | tail -n 14 | tee -a "$OUT/run.log"
   timeout "$(cap 30 190)" $PY experiments/bench_train.py --device $DEVICE ${BENCH/--ks 1,4,8,10,16/--ks $EAGER_KS} \
       --out "$OUT/bench_train_${DEVICE}_eager.txt" 2>&1 | tail -n 8 | tee -a "$OUT/run.log"
+  if want compile; then  # torch.compile inside the captured packed step, against the same graphed baseline
+    timeout "$(cap 120 150)" $PY experiments/bench_train.py --device $DEVICE $BENCH --graphs --compile \
+        --out "$OUT/bench_train_${DEVICE}_graphs_compile.txt" 2>&1 | tail -n 14 | tee -a "$OUT/run.log"
+  fi
 fi
 
 # --- 4. CUDA tests: graphed steps against eager ones (H100: 18 s) ----------------------------

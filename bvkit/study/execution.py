@@ -4,6 +4,11 @@ Each run trains into ``runs/<id>.tmp-<host>-<pid>-<rand>/`` under an ``flock`` o
 ``runs/<id>.lock`` and is renamed to ``runs/<id>/`` only when complete, so an interrupted study
 loses at most the runs in flight, and two processes on one directory never train the same run.
 
+A run that reuses another's stage one (``RunTask.stage_one``) starts from that run's checkpoint:
+the other run is trained first if nobody has (under its own lock, so a backbone is never
+trained twice), waited for if another process holds it. Each finished run keeps its
+checkpoint only when a later stage reuses its stage one, as those weights alone.
+
 The run function defaults to :func:`train_subset` (``bvkit.train.run.train`` on one subset). For
 tests, ``BVKIT_STUDY_RUNNER=module:function`` swaps in another function with the same signature
 (a fast fake trainer); ``BVKIT_STUDY_TRACEBACK=1`` prints a failed run's traceback.
@@ -48,9 +53,12 @@ class Outcome:
 
 def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: np.ndarray, seed: int = 0,
                  device: str = "auto", overrides: dict | None = None, imbalance: float = 100.0,
-                 profile: str = "exp", data_root: str | None = None, n_max: int | None = None) -> dict:
+                 profile: str = "exp", data_root: str | None = None, n_max: int | None = None,
+                 stage_one: str | None = None, keep_stage_one: bool = False) -> dict:
     """Train ``method`` with the recipe ``overrides`` on the pool images ``train_indices`` of
-    ``dataset``; returns metrics.json's content.
+    ``dataset``; returns metrics.json's content. ``stage_one``: a checkpoint to take stage one
+    from (``bvkit.train.run.train``'s); ``keep_stage_one``: keep the stage-one weights as
+    ``out/checkpoint.pt`` (a later stage reuses them), else no checkpoint is kept.
 
     The shot splits stay those of the long-tailed set (its per-class counts); the loss sees the
     subset's own counts.
@@ -59,21 +67,44 @@ def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: n
 
     data = replace(_long_tailed(dataset, imbalance, profile, data_root, n_max),
                    train_indices=np.asarray(train_indices, dtype=np.int64))
-    result = train(method, data, seed=seed, out=out, device=device, resume=False, progress=False,
-                   **(overrides or {}))
+    result = train(method, data, seed=seed, out=out, device=device, stage_one=stage_one, resume=False,
+                   progress=False, **(overrides or {}))
+    _keep_checkpoint(Path(out), keep_stage_one)
     return result.metrics
 
 
 def train_pack_subsets(method: str, dataset: str, outs: list, *, train_indices: list, seeds: list,
                        device: str = "auto", overrides: dict | None = None, imbalance: float = 100.0,
-                       profile: str = "exp", data_root: str | None = None, n_max: int | None = None) -> list[dict]:
-    """``train_subset`` for several runs of one method at once, packed; metrics per run."""
+                       profile: str = "exp", data_root: str | None = None, n_max: int | None = None,
+                       keep_stage_one: list | None = None) -> list[dict]:
+    """``train_subset`` for several runs of one method at once, packed; metrics per run
+    (``keep_stage_one``: per run)."""
+    from bvkit.methods import create_method
+    from bvkit.train.outputs import final_train_accuracy
     from bvkit.train.packing import PackMember, train_packed
 
     data = _long_tailed(dataset, imbalance, profile, data_root, n_max)
     members = [PackMember(seed, indices, out) for seed, indices, out in zip(seeds, train_indices, outs)]
     results = train_packed(method, data, members, device=device, progress=False, **(overrides or {}))
+    recipe = create_method(method, **(overrides or {}))
+    for result, keep in zip(results, keep_stage_one or [False] * len(results)):
+        # the packed engine leaves train_accuracy None (bvkit.train.packing does not pass it yet)
+        result.metrics["train_accuracy"] = final_train_accuracy(result.history, recipe)
+        store.atomic_write_text(Path(result.out) / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
+        _keep_checkpoint(Path(result.out), keep)
     return [result.metrics for result in results]
+
+
+def _keep_checkpoint(out: Path, keep_stage_one: bool) -> None:
+    """A finished run's checkpoints: the stage-one weights alone where a later stage reuses
+    them (``out/checkpoint.pt``), none otherwise (nested runs' included): a study stays lean."""
+    from bvkit.train.checkpoint import CHECKPOINT, keep_stage_one_only
+
+    for path in sorted(out.rglob(CHECKPOINT)):
+        if keep_stage_one and path == out / CHECKPOINT:
+            keep_stage_one_only(path)
+        else:
+            path.unlink()
 
 
 @lru_cache(maxsize=1)
@@ -103,15 +134,35 @@ def resolve_run_function(ref: str | Callable | None = None) -> Callable:
 
 
 def execute(task: RunTask, train_indices: np.ndarray, study_dir: str, run_function: str | Callable | None,
-            dataset: str, blocking: bool = False, not_before: float = 0.0) -> Outcome:
+            dataset: str, blocking: bool = False, not_before: float = 0.0) -> list[Outcome]:
     """Train one run unless it is done or another process holds it (then report "busy").
 
-    ``blocking`` waits for the holder instead; a failure it recorded after ``not_before``
-    (this study's start) is reported, not retried, so two processes never repeat a run.
+    ``blocking`` waits for the holder instead. A failure recorded after ``not_before`` (this
+    study's start) is reported, not retried, so two processes never repeat a run (nor one
+    process a backbone that several runs reuse). A run reusing a stage one has that run
+    executed first, the same way; the outcomes of both come back, the task's last.
     """
     run_function = run_function or os.environ.get(RUNNER_ENV) or DEFAULT_RUN_FUNCTION
-    return execute_pack([task], [train_indices], study_dir, dataset, blocking, not_before,
-                        run_function=run_function)[0]
+    first: list[Outcome] = []
+    if task.stage_one is not None and not store.is_done(Path(study_dir), task.run_id):
+        first = execute(task.stage_one, train_indices, study_dir, run_function, dataset, blocking, not_before)
+        if first[-1].status in ("busy", "failed"):
+            return first + [_not_started(Path(study_dir), task, first[-1], blocking)]
+    return first + execute_pack([task], [train_indices], study_dir, dataset, blocking, not_before,
+                                run_function=run_function)
+
+
+def _not_started(root: Path, task: RunTask, stage_one: Outcome, blocking: bool) -> Outcome:
+    """The outcome of ``task`` when its stage one is held elsewhere ("busy") or failed (recorded
+    as this run's failure too, so that the study's status names the cause)."""
+    if stage_one.status == "busy":
+        return Outcome(task.run_id, task.label, task.subset, "busy")
+    line = f"its stage one {stage_one.run_id} failed: {stage_one.error}"
+    with store.file_lock(store.run_lock_path(root, task.run_id), blocking=blocking) as held:
+        if not held:
+            return Outcome(task.run_id, task.label, task.subset, "busy")
+        store.atomic_write_text(store.failed_path(root, task.run_id), line + "\n")
+    return Outcome(task.run_id, task.label, task.subset, "failed", error=line)
 
 
 def execute_pack(tasks: list[RunTask], train_indices: list, study_dir: str, dataset: str,
@@ -126,7 +177,7 @@ def execute_pack(tasks: list[RunTask], train_indices: list, study_dir: str, data
     with contextlib.ExitStack() as stack:
         for task, indices in zip(tasks, train_indices):
             held = stack.enter_context(store.file_lock(store.run_lock_path(root, task.run_id), blocking=blocking))
-            outcome = _claim(root, task, held, blocking, not_before)
+            outcome = _claim(root, task, held, not_before)
             if outcome is None:
                 todo.append((task, indices))
             else:
@@ -137,14 +188,14 @@ def execute_pack(tasks: list[RunTask], train_indices: list, study_dir: str, data
     return [outcomes[task.run_id] for task in tasks]
 
 
-def _claim(root: Path, task: RunTask, held: bool, blocking: bool, not_before: float) -> Outcome | None:
+def _claim(root: Path, task: RunTask, held: bool, not_before: float) -> Outcome | None:
     """None when this process should train ``task`` (its lock held), else why not."""
     if not held:
         return Outcome(task.run_id, task.label, task.subset, "busy")
     if store.is_done(root, task.run_id):
         return Outcome(task.run_id, task.label, task.subset, "cached")
     failed = store.failed_path(root, task.run_id)
-    if blocking and failed.is_file() and failed.stat().st_mtime >= not_before:
+    if failed.is_file() and failed.stat().st_mtime >= not_before:
         error = failed.read_text(encoding="utf-8", errors="replace").strip()
         return Outcome(task.run_id, task.label, task.subset, "failed", error=error)
     return None
@@ -161,18 +212,21 @@ def _train(root: Path, todo: list, dataset: str, run_function: str | Callable | 
         tmps.append(tmp)
     start = time.perf_counter()
     first = todo[0][0]
+    stage_one = _stage_one_checkpoint(root, first)
     try:
         if len(todo) == 1 and run_function is not None:
-            results = [resolve_run_function(run_function)(first.method, dataset, tmps[0],
-                                                          train_indices=todo[0][1], **first.kwargs)]
-        else:
+            results = [resolve_run_function(run_function)(
+                first.method, dataset, tmps[0], train_indices=todo[0][1], **first.kwargs,
+                stage_one=str(stage_one) if stage_one else None, keep_stage_one=first.keeps_stage_one)]
+        else:  # a pack: runs of their own stage one (reusing ones are not packable)
             common = {k: v for k, v in first.kwargs.items() if k != "seed"}
             results = train_pack_subsets(first.method, dataset, tmps, train_indices=[i for _, i in todo],
-                                         seeds=[t.seed for t, _ in todo], **common)
+                                         seeds=[t.seed for t, _ in todo],
+                                         keep_stage_one=[t.keeps_stage_one for t, _ in todo], **common)
         seconds = (time.perf_counter() - start) / len(todo)
         outcomes = []
         for (task, _), tmp, result in zip(todo, tmps, results):
-            _finish_run_dir(tmp, task, result, seconds)
+            _finish_run_dir(tmp, task, result, seconds, task.stage_one.run_id if stage_one else None)
             os.rename(tmp, store.run_dir(root, task.run_id))
             store.failed_path(root, task.run_id).unlink(missing_ok=True)
             outcomes.append(Outcome(task.run_id, task.label, task.subset, "ran", seconds))
@@ -194,7 +248,19 @@ def _train(root: Path, todo: list, dataset: str, run_function: str | Callable | 
         return outcomes
 
 
-def _finish_run_dir(tmp: Path, task: RunTask, result: Any, seconds: float) -> None:
+def _stage_one_checkpoint(root: Path, task: RunTask) -> Path | None:
+    """The checkpoint ``task`` takes its stage one from; None when it trains its own (no
+    stage one to reuse, or that run finished without keeping one: a study run before the
+    sharing was planned)."""
+    if task.stage_one is None:
+        return None
+    from bvkit.train.checkpoint import CHECKPOINT
+
+    path = store.run_dir(root, task.stage_one.run_id) / CHECKPOINT
+    return path if path.is_file() else None
+
+
+def _finish_run_dir(tmp: Path, task: RunTask, result: Any, seconds: float, stage_one: str | None) -> None:
     if not (tmp / "predictions.npz").is_file():
         raise BvkitError("the run function wrote no predictions.npz")
     if not (tmp / "metrics.json").is_file():
@@ -207,6 +273,7 @@ def _finish_run_dir(tmp: Path, task: RunTask, result: Any, seconds: float) -> No
         "recipe": task.method,
         "subset": task.subset,
         "seed": task.seed,
+        "stage_one": stage_one,  # the run whose stage one this run reused (None: trained its own)
         "seconds": seconds,
         "host": socket.gethostname(),
         "settings": task.kwargs,

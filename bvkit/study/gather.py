@@ -18,10 +18,12 @@ if TYPE_CHECKING:
     from bvkit.study.planning import RunTask
 
 def metric_row(task: "RunTask", study_dir: Path) -> dict:
-    """One metrics.csv row: the run's state and, when done, its accuracies, MFLOPs and seconds."""
+    """One metrics.csv row: the run's state, the run whose stage one it reuses (planned; when
+    done, the one it did reuse) and, when done, its accuracies, MFLOPs, seconds, final
+    training accuracy, stage-one epochs and validation accuracy."""
     state, error = store.run_state(study_dir, task.run_id)
     row = {"method": task.label, "subset": task.subset, "seed": task.seed, "run_id": task.run_id,
-           "status": state, "error": error}
+           "status": state, "error": error, "stage_one": task.stage_one.run_id if task.stage_one else None}
     if state == "done":
         folder = store.run_dir(study_dir, task.run_id)
         metrics = store.read_json(folder / "metrics.json")
@@ -29,6 +31,8 @@ def metric_row(task: "RunTask", study_dir: Path) -> dict:
         row.update(accuracy_of(metrics))
         row["mflops"] = _first(metrics, ("mflops",), ("flops", "mflops"), ("compute", "mflops"))
         row["seconds"] = _first(metrics, ("seconds",), ("time", "seconds")) or info.get("seconds")
+        row["stage_one"] = info.get("stage_one")
+        row.update({key: metrics.get(key) for key in ("train_accuracy", "epochs", "val_accuracy")})
     return row
 
 
@@ -105,7 +109,7 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
         for stale in out.glob("*.npz"):
             if stale.name not in wanted:
                 stale.unlink()
-        frame = pd.DataFrame(rows, columns=list(store.METRIC_COLUMNS))
+        frame = pd.DataFrame(rows, columns=list(store.METRIC_COLUMNS)).astype({"epochs": "Int64"})
         store.atomic_write_text(study_dir / "metrics.csv", frame.to_csv(index=False))
         usage_path = study_dir / "expert_usage.csv"
         if usage:

@@ -1,5 +1,13 @@
 """Plan a study: its training subsets, one task per (method, subset) run with a
-content-addressed id, and the device each run trains on."""
+content-addressed id, the device each run trains on, and which runs share a stage one.
+
+Stage-one sharing: a run whose recipe has second stages (cRT, tau-norm, LWS, RIDE's routers)
+reuses the stage one of another run of the same subset and seed whose stage-one recipe (the
+recipe less its name, description and second stages, after overrides) is the same content:
+a plain method (``ce`` for ``crt``, ``ride`` at 3 experts for ``ride-ea`` at 3) if the study has
+one, else the first such two-stage method, which trains its own stage one for the others. Each
+backbone is thus trained once per subset, and every run stays a method of the spec.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bvkit.errors import BvkitError
+from bvkit.methods import Recipe, create_method
 from bvkit.study import store
 from bvkit.study.spec import StudySpec, spec_of
 from bvkit.train.devices import gpu_count, spread_device, wants_gpu
@@ -24,7 +33,9 @@ RUN_FORMAT = 1
 class RunTask:
     """One (method, subset) run: everything a worker needs, picklable. ``overrides`` are the
     recipe overrides of the training call (``MethodSpec.overrides``), computed once;
-    ``data`` says which long-tailed set the subset indexes."""
+    ``data`` says which long-tailed set the subset indexes. ``stage_one``: the run whose
+    stage one this run reuses (None: it trains its own); ``keeps_stage_one``: a later stage
+    reuses this run's stage one, so its run directory keeps those weights."""
 
     run_id: str
     label: str
@@ -34,6 +45,8 @@ class RunTask:
     device: str = "auto"
     overrides: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)
+    stage_one: RunTask | None = None
+    keeps_stage_one: bool = False
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -46,8 +59,23 @@ def indices_digest(indices: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()).hexdigest()
 
 
-def run_id_for(spec: StudySpec, method_config: dict, subset_digest: str, seed: int) -> str:
-    """sha256 of what defines the trained model: recipe settings, data, training indices, seed."""
+def stage_one_recipe(recipe: Recipe) -> dict:
+    """What a recipe's stage one trains: every field but its name, description and second stages."""
+    content = recipe.to_dict()
+    for key in ("name", "description", "stages"):
+        del content[key]
+    return content
+
+
+def digest_of(content: Any) -> str:
+    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def run_id_for(spec: StudySpec, method_config: dict, subset_digest: str, seed: int,
+               stage_one: str | None = None) -> str:
+    """sha256 of what defines the trained model: recipe settings, data, training indices, seed,
+    and for a two-stage recipe the digest of its stage-one recipe (``stage_one``)."""
     from bvkit import __version__
 
     content = {
@@ -59,36 +87,69 @@ def run_id_for(spec: StudySpec, method_config: dict, subset_digest: str, seed: i
         "train_indices": subset_digest,
         "seed": seed,
     }
-    blob = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:16]
-    return f"{method_config['method']}-{digest}"
+    if stage_one is not None:
+        content["stage_one"] = stage_one
+    return f"{method_config['method']}-{digest_of(content)[:16]}"
 
 
 def plan_runs(spec: StudySpec, subsets: list[np.ndarray]) -> list[RunTask]:
-    """Every (method, subset) run in dispatch order: subset-major, so early runs cover every method."""
+    """Every (method, subset) run in dispatch order: subset-major, so early runs cover every
+    method, and within a subset the runs that reuse a stage one after the others."""
     if len(subsets) < spec.n_subsets:
         raise BvkitError(f"the study needs {spec.n_subsets} training subsets, found {len(subsets)}")
     digests = [indices_digest(s) for s in subsets]
     data = {"imbalance": spec.data.imbalance, "profile": spec.data.profile, "data_root": spec.data.root,
             "n_max": spec.data.n_max}
+    recipes = {m.name: create_method(m.method, dataset=spec.data.dataset, **m.overrides) for m in spec.methods}
+    stage_ones = {name: digest_of(stage_one_recipe(recipe)) for name, recipe in recipes.items()}
     tasks = []
     for d in range(spec.n_subsets):
+        row = []
         for method in spec.methods:
             if d >= len(method.seeds):
                 continue
             seed = method.seeds[d]
-            run_id = run_id_for(spec, method.config(), digests[d], seed)
-            tasks.append(RunTask(run_id, method.name, method.method, d, seed, method.device,
-                                 method.overrides, data))
+            two_stage = bool(recipes[method.name].stages)
+            run_id = run_id_for(spec, method.config(), digests[d], seed,
+                                stage_ones[method.name] if two_stage else None)
+            row.append(RunTask(run_id, method.name, method.method, d, seed, method.device, method.overrides, data))
+        tasks.extend(share_stage_ones(row, recipes, stage_ones))
     return tasks
 
 
+def share_stage_ones(row: list[RunTask], recipes: dict[str, Recipe], stage_ones: dict[str, str]) -> list[RunTask]:
+    """One subset's runs with each two-stage run pointed at the run that trains its stage one
+    (same seed, same stage-one recipe): a plain run if there is one, else the first two-stage
+    run. Providers and runs of their own first, then the runs that reuse a stage one."""
+    groups: dict[tuple, list[RunTask]] = {}
+    for task in row:
+        groups.setdefault((task.seed, stage_ones[task.label]), []).append(task)
+    providers = {}
+    for key, members in groups.items():
+        plain = [t for t in members if not recipes[t.label].stages]
+        provider = (plain or members)[0]
+        if any(recipes[t.label].stages and t.run_id != provider.run_id for t in members):
+            providers[key] = replace(provider, keeps_stage_one=True)
+    own, reusing = [], []
+    for task in row:
+        provider = providers.get((task.seed, stage_ones[task.label]))
+        if provider is None or not recipes[task.label].stages or task.run_id == provider.run_id:
+            own.append(replace(task, keeps_stage_one=provider is not None and task.run_id == provider.run_id))
+        else:
+            reusing.append(replace(task, stage_one=provider))
+    return own + reusing
+
+
 def assign_devices(tasks: list[RunTask]) -> list[RunTask]:
-    """Spread runs whose device is auto/cuda over the visible GPUs: run i gets cuda:(i % n)."""
+    """Spread runs whose device is auto/cuda over the visible GPUs: run i gets cuda:(i % n); a
+    run's ``stage_one`` is the task of that run, device included."""
     if not any(wants_gpu(t.device) for t in tasks):
         return tasks
     n_gpus = gpu_count()
-    return [replace(task, device=spread_device(task.device, i, n_gpus)) for i, task in enumerate(tasks)]
+    spread = [replace(task, device=spread_device(task.device, i, n_gpus)) for i, task in enumerate(tasks)]
+    by_id = {task.run_id: task for task in spread}
+    return [replace(task, stage_one=by_id.get(task.stage_one.run_id, task.stage_one)) if task.stage_one else task
+            for task in spread]
 
 
 def unique_runs(tasks: list[RunTask]) -> list[RunTask]:
@@ -101,13 +162,15 @@ def unique_runs(tasks: list[RunTask]) -> list[RunTask]:
     return unique
 
 
-def make_subsets(spec: StudySpec):
-    """The long-tailed data and the training indices of every run (into data.pool)."""
+def make_subsets(spec: StudySpec, data=None):
+    """The long-tailed data (``data``, else loaded as the spec says) and the training indices
+    of every run (into data.pool)."""
     from bvkit.data import make_long_tailed, sample_subsets
 
-    extra = {"n_max": spec.data.n_max} if spec.data.n_max is not None else {}
-    data = make_long_tailed(spec.data.dataset, imbalance=spec.data.imbalance, profile=spec.data.profile,
-                            seed=spec.data.seed, root=spec.data.root, **extra)
+    if data is None:
+        extra = {"n_max": spec.data.n_max} if spec.data.n_max is not None else {}
+        data = make_long_tailed(spec.data.dataset, imbalance=spec.data.imbalance, profile=spec.data.profile,
+                                seed=spec.data.seed, root=spec.data.root, **extra)
     if spec.subsets.scheme == "seeds":
         subsets = [np.asarray(data.train_indices, dtype=np.int64)] * spec.n_subsets
     else:

@@ -3,7 +3,8 @@
 Runs are cached by content-addressed id (``bvkit.study.planning``) and trained under per-run
 locks (``bvkit.study.execution``), so rerunning the same command resumes an interrupted study
 and two processes on one directory share its runs: a process skips a run another one holds,
-then waits for it at the end. The study directory is described in ``docs/formats.md``.
+then waits for it at the end. A run that reuses another run's stage one (``bvkit.study.planning``)
+starts after it. The study directory is described in ``docs/formats.md``.
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, b
     if any(len(group) > 1 for group in packs):
         log(f"packing: {len(todo)} runs in {len(packs)} packs")
     outcomes: dict[str, Outcome] = {}
+    wanted = {t.run_id for t in todo}
     for blocking in (False, True):  # first skip the runs other processes hold, then wait for them
         busy = {t.run_id for t in todo if outcomes.get(t.run_id, Outcome("", "", 0, "busy")).status == "busy"}
         groups = [[t for t in group if t.run_id in busy] for group in packs]
@@ -90,7 +92,10 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, b
                                  started))
                  for g in groups]
         for result in dispatch(calls, jobs=jobs, backend=backend, scheduler=scheduler):
-            for outcome in (result if isinstance(result, list) else [result]):
+            for outcome in result:  # a run reusing a stage one reports that run's outcome too
+                settled = outcomes.get(outcome.run_id)
+                if outcome.run_id not in wanted or (settled is not None and settled.status != "busy"):
+                    continue
                 outcomes[outcome.run_id] = outcome
                 if outcome.status != "busy":
                     _log_outcome(log, outcome, len([o for o in outcomes.values() if o.status != "busy"]), len(todo))

@@ -9,14 +9,16 @@ from bvkit.study.gather import metric_row
 
 
 def status_table(study_dir: str | Path) -> str:
-    """A text table of every run of the study (done / failed / running / pending) and a summary."""
+    """A text table of every run of the study (done / failed / running / pending, and the run
+    whose stage one it reuses) and a summary."""
     import pandas as pd
 
     spec, tasks = planned_runs(study_dir)
     rows = [metric_row(task, Path(study_dir)) for task in tasks]
     frame = pd.DataFrame(rows)
-    shown = frame[["method", "subset", "seed", "status", "seconds", "all", "run_id"]].copy()
+    shown = frame[["method", "subset", "seed", "status", "seconds", "all", "run_id", "stage_one"]].copy()
     shown["seconds"] = shown["seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
+    shown["stage_one"] = shown["stage_one"].fillna("")
     shown["all"] = shown["all"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}")
     shown = shown.rename(columns={"all": "accuracy"})
     counts = frame["status"].value_counts()

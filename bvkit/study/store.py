@@ -4,7 +4,8 @@
 DIR/spec.toml                 the spec, as given
 DIR/subsets.npz               "subset_0" ... : training indices (into data.pool) of run d
 DIR/runs/<run_id>/            one finished run (renamed from runs/<run_id>.tmp-* when complete):
-                              metrics.json, predictions.npz, run.json, checkpoint(s)
+                              metrics.json, predictions.npz, history.csv, run.json, and
+                              checkpoint.pt where a later stage reuses its stage one
 DIR/runs/<run_id>.failed      the last error of a failed run, one line (retried on the next run)
 DIR/runs/<run_id>.lock        held while a process trains that run
 DIR/predictions/<method>.npz  labels, logits (D, N, C), train_counts, class_names
@@ -35,7 +36,8 @@ TMP_MARK = ".tmp-"
 RUNS = "runs"
 PREDICTIONS = "predictions"
 ACCURACY_KEYS = (ALL, *SPLITS)  # metrics.csv's accuracy columns, in their order
-METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", *ACCURACY_KEYS, "mflops", "seconds", "error")
+METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", *ACCURACY_KEYS, "mflops", "seconds", "error",
+                  "stage_one", "train_accuracy", "epochs", "val_accuracy")
 USAGE_COLUMNS = ("method", "subset", "split", "n_experts", "share")
 
 

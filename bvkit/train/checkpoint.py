@@ -83,13 +83,28 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
 def load_stage_one(path: str | os.PathLike) -> tuple[dict, dict]:
     """(recipe dict, model state) of a finished stage-one run from a bvkit checkpoint."""
     payload = load_checkpoint(path)
-    recipe = payload.get("recipe")
+    return payload.get("recipe"), _stage_one_state(payload, path)
+
+
+def _stage_one_state(payload: dict, path) -> dict:
     if payload.get("stage") != 0 and "stage_one_model" not in payload:
         raise BvkitError(f"{path} holds no stage-one model")
-    state = payload["model"] if payload.get("stage") == 0 else payload["stage_one_model"]
     if payload.get("stage") == 0 and payload.get("epoch") != payload.get("stage_epochs"):
         raise BvkitError(f"{path}: stage one is unfinished (epoch {payload.get('epoch')} of {payload.get('stage_epochs')})")
-    return recipe, state
+    return payload["model"] if payload.get("stage") == 0 else payload["stage_one_model"]
+
+
+STAGE_ONE_KEYS = ("recipe", "dataset", "seed", "num_classes", "in_channels")
+
+
+def keep_stage_one_only(path: str | os.PathLike) -> Path:
+    """Rewrite the checkpoint of a finished run as its stage one's model weights alone (no
+    optimiser, loss, RNG state or history): what ``load_stage_one`` and a teacher need."""
+    payload = load_checkpoint(path)
+    state = _stage_one_state(payload, path)
+    epochs = payload["stage_epochs"] if payload.get("stage") == 0 else payload["recipe"]["epochs"]
+    return save_checkpoint(path, **{key: payload[key] for key in STAGE_ONE_KEYS if key in payload},
+                           stage=0, stage_name="stage1", epoch=epochs, stage_epochs=epochs, model=state)
 
 
 def load_state(model: nn.Module, state: dict, what: str) -> None:

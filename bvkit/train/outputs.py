@@ -20,10 +20,12 @@ from bvkit.train.data import imbalance_of
 
 
 def run_metrics(method: str, data, imbalance: float, seed: int, epochs: int | None, evaluated: dict, *,
-                extra: dict, seconds: float, train_seconds: float, device: torch.device) -> dict:
-    """metrics.json of a run: what ran, ``evaluated`` (``evaluate_model``'s metrics), the
-    sizes of its parts, ``extra`` (a procedure's or stage's own keys), its time and device.
-    ``seconds``: this call's wall clock; ``train_seconds``: the epochs' (a resumed run's all)."""
+                extra: dict, seconds: float, train_seconds: float, device: torch.device,
+                train_accuracy: float | None = None) -> dict:
+    """metrics.json of a run: what ran, ``evaluated`` (``evaluate_model``'s metrics), its
+    ``final_train_accuracy``, the sizes of its parts, ``extra`` (a procedure's or stage's own
+    keys), its time and device. ``seconds``: this call's wall clock; ``train_seconds``: the
+    epochs' (a resumed run's all)."""
     return {
         "method": method,
         "dataset": data.name,
@@ -31,6 +33,7 @@ def run_metrics(method: str, data, imbalance: float, seed: int, epochs: int | No
         "seed": seed,
         "epochs": epochs,
         **evaluated,
+        "train_accuracy": train_accuracy,
         "n_train": data.size("train"),
         "n_val": data.size("val"),
         **extra,
@@ -39,6 +42,16 @@ def run_metrics(method: str, data, imbalance: float, seed: int, epochs: int | No
         "train_seconds": round(train_seconds, 1),
         "device": str(device),
     }
+
+
+def final_train_accuracy(history: list[dict], recipe) -> float | None:
+    """The run's final training accuracy: the last epoch's running accuracy of the recipe's last
+    stage (stage one when it has none); None when that stage trains no epoch (tau-norm) or
+    counts no accuracy (RIDE's routers)."""
+    last_stage = recipe.stages[-1].kind if recipe.stages else None
+    if not history or (last_stage is not None and history[-1]["stage"] != last_stage):
+        return None
+    return history[-1]["accuracy"]
 
 
 def write_outputs(out: Path, metrics: dict, labels, logits, counts, class_names, history) -> None:

@@ -35,7 +35,7 @@ from bvkit.train.data import load_data, prepare_data
 from bvkit.train.devices import resolve_device
 from bvkit.train.evaluation import evaluate_model, part_accuracy
 from bvkit.train.loop import LoopContext, Phase, derive_seed, run_phase
-from bvkit.train.outputs import resume_payload, resume_phase, run_metrics, write_outputs
+from bvkit.train.outputs import final_train_accuracy, resume_payload, resume_phase, run_metrics, write_outputs
 from bvkit.train.procedures import ProcedureEnv, get_procedure
 from bvkit.train.stages import run_stages
 
@@ -143,7 +143,8 @@ def train(
     evaluated, labels, logits = evaluate_model(model, routed, data)
     metrics = run_metrics(recipe.name, data, imbalance, seed, epochs, evaluated, extra=extra_metrics,
                           seconds=time.perf_counter() - started,  # this call (a resumed run: since resuming)
-                          train_seconds=sum(row.get("seconds", 0.0) for row in ctx.history), device=device)
+                          train_seconds=sum(row.get("seconds", 0.0) for row in ctx.history), device=device,
+                          train_accuracy=final_train_accuracy(ctx.history, recipe))
     if out is not None and ddp.is_main():
         write_outputs(out, metrics, labels, logits, np.asarray(data.counts), data.class_names, ctx.history)
     ddp.barrier()

@@ -3,7 +3,8 @@
 Its logits are the log class prior of the run's training subset plus a seeded signal on the
 true class and seeded noise, so methods, subsets and seeds all change the predictions.
 Environment knobs for the tests: ``FAKE_LOG`` (append one line per call), ``FAKE_SLEEP``
-(seconds per run), ``FAKE_FAIL`` (a method that raises).
+(seconds per run), ``FAKE_FAIL`` (a method that raises). A run reusing a stage one gets its
+checkpoint's path (``stage_one``), logged with whether the file exists, and otherwise ignored.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ def train_on_dask_worker(method, dataset, out, **kwargs):
 
 
 def train(method, dataset, out, *, train_indices, seed=0, device="auto", overrides=None, imbalance=100.0,
-          profile="exp", data_root=None, n_max=None, _log=None):
+          profile="exp", data_root=None, n_max=None, stage_one=None, keep_stage_one=False, _log=None):
     out = Path(out)
     if os.environ.get("FAKE_LOG"):
         with open(os.environ["FAKE_LOG"], "a") as log:
             log.write(json.dumps({"method": method, "seed": seed, "out": str(out), "pid": os.getpid(),
-                                  "device": device, "n_train": len(train_indices), **(_log or {})}) + "\n")
+                                  "device": device, "n_train": len(train_indices), "stage_one": stage_one,
+                                  "stage_one_exists": stage_one is not None and Path(stage_one).is_file(),
+                                  "keep_stage_one": keep_stage_one, **(_log or {})}) + "\n")
     if method == os.environ.get("FAKE_FAIL"):
         raise RuntimeError(f"{method} diverged\nloss is nan")
     time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
@@ -57,7 +60,8 @@ def train(method, dataset, out, *, train_indices, seed=0, device="auto", overrid
     accuracy = float(np.mean([hits[labels == c].mean() for c in range(n_classes)]))
     metrics = {"method": method, "seed": seed, "accuracy": {"all": accuracy, "many": accuracy, "medium": None,
                                                             "few": accuracy},
-               "mflops": 1.5, "seconds": 0.01}
+               "mflops": 1.5, "seconds": 0.01, "epochs": (overrides or {}).get("epochs"),
+               "train_accuracy": 0.9, "val_accuracy": accuracy}
     if method.startswith("ride"):
         metrics["expert_usage"] = {"all": [0.5, 0.5], "many": [0.7, 0.3], "medium": None, "few": [0.2, 0.8]}
     (out / "metrics.json").write_text(json.dumps(metrics))

@@ -95,6 +95,26 @@ def test_two_processes_share_one_directory(spec_file, tmp_path, fake_env, monkey
     assert sorted(trained) == ids  # each run executed exactly once between the two processes
 
 
+def test_two_processes_train_each_shared_backbone_once(spec_file, tmp_path, fake_env, monkeypatch):
+    monkeypatch.setenv("FAKE_SLEEP", "0.4")
+    spec_file.write_text(spec_file.read_text() + '[[methods]]\nname = "cRT"\nmethod = "crt"\n'
+                         '[[methods]]\nname = "tau"\nmethod = "tau-norm"\n')
+    out = tmp_path / "study"
+    first, second = study_cli("run", spec_file, "--out", out), study_cli("run", spec_file, "--out", out)
+    results = [p.communicate(timeout=120) for p in (first, second)]
+    assert first.returncode == 0 and second.returncode == 0, results
+    ids = assert_complete(out)
+    calls = executions(fake_env)
+    assert sorted(c["run_id"] for c in calls) == ids  # each run, backbones included, executed once
+    metrics = pd.read_csv(out / "metrics.csv")
+    ce = dict(zip(metrics.loc[metrics["method"] == "CE", "subset"], metrics.loc[metrics["method"] == "CE", "run_id"]))
+    reusing = metrics[metrics["method"].isin(["cRT", "tau"])]
+    assert len(reusing) == 6 and all(r.stage_one == ce[r.subset] for r in reusing.itertuples())
+    for call in calls:
+        if call["method"] in ("crt", "tau-norm"):  # started from its subset's finished CE checkpoint
+            assert call["stage_one_exists"] and Path(call["stage_one"]).parent.name in ce.values()
+
+
 def test_dask_backend_on_a_local_cluster(spec_file, tmp_path, fake_env):
     distributed = pytest.importorskip("distributed")
     out = tmp_path / "study"

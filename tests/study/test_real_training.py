@@ -1,5 +1,8 @@
 """The study runner with the real trainer (bvkit.train) on a tiny synthetic-lt study."""
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -70,3 +73,110 @@ def test_the_papers_other_baselines_run_as_study_methods(tmp_path, monkeypatch):
     assert set(per_split["method"]) == {"bbn", "lfme"}
     assert np.allclose(per_split["error"], per_split["bias"] + per_split["variance"], equal_nan=True)
     assert per_split["error"].notna().any()
+
+
+SHARING = SPEC.partition("[[methods]]")[0] + """\
+[[methods]]
+name = "crt"
+method = "crt"
+options = { "crt.epochs" = 1 }
+[[methods]]
+name = "ce"
+method = "ce"
+[[methods]]
+name = "tau-norm"
+method = "tau-norm"
+"""
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Every stage one trained (a list, one entry each) and the model of every run, by run id."""
+    from bvkit.study import store
+    from bvkit.train import run as run_module
+
+    monkeypatch.delenv("BVKIT_STUDY_RUNNER", raising=False)
+    backbones, models = [], {}
+    plain_stage_one, train = run_module._plain_stage_one, run_module.train
+
+    def counting_stage_one(*args, **kwargs):
+        backbones.append(args[1].name)
+        return plain_stage_one(*args, **kwargs)
+
+    def recording(*args, **kwargs):
+        result = train(*args, **kwargs)
+        models[Path(kwargs["out"]).name.split(store.TMP_MARK)[0]] = result.model
+        return result
+
+    monkeypatch.setattr(run_module, "_plain_stage_one", counting_stage_one)
+    monkeypatch.setattr(run_module, "train", recording)
+    return backbones, models
+
+
+def backbone(model) -> dict:
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("classifier.")}
+
+
+def test_decoupled_runs_train_on_the_ce_backbone(tmp_path, counted):
+    import torch
+
+    from bvkit.study.execution import train_subset
+    from bvkit.study.planning import planned_runs
+    from bvkit.train.checkpoint import load_checkpoint
+
+    backbones, models = counted
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SHARING)
+    out = tmp_path / "study"
+    assert run_study(spec, out, log=None) == {"cached": 0, "ran": 6, "failed": 0}
+    assert backbones == ["ce", "ce"]  # one stage one per subset, trained by the ce runs
+    metrics = pd.read_csv(out / "metrics.csv").fillna({"stage_one": ""})
+    rows = {(r.method, r.subset): r for r in metrics.itertuples()}
+    probe = torch.rand(8, 3, 32, 32)
+    for d in (0, 1):
+        ce = rows["ce", d].run_id
+        assert rows["ce", d].stage_one == "" and rows["crt", d].stage_one == rows["tau-norm", d].stage_one == ce
+        for label in ("crt", "tau-norm"):
+            model = models[rows[label, d].run_id].eval()
+            assert backbone(model).keys() == backbone(models[ce]).keys()
+            assert all(torch.equal(v, backbone(models[ce])[k]) for k, v in backbone(model).items())
+            assert torch.equal(model.forward_features(probe), models[ce].eval().forward_features(probe))
+            assert not (out / "runs" / rows[label, d].run_id / "checkpoint.pt").exists()
+        kept = load_checkpoint(out / "runs" / ce / "checkpoint.pt")  # the backbone, weights only
+        assert "optimizer" not in kept and "history" not in kept and kept["stage"] == 0
+        assert all(torch.equal(v, models[ce].state_dict()[k]) for k, v in kept["model"].items())
+    assert (metrics["epochs"] == 1).all() and metrics["val_accuracy"].between(0, 1).all()
+    assert metrics.loc[metrics["method"] != "tau-norm", "train_accuracy"].between(0, 1).all()
+    assert metrics.loc[metrics["method"] == "tau-norm", "train_accuracy"].isna().all()  # trains no epoch
+
+    # a shared crt run computes what crt trained alone computes
+    _, tasks = planned_runs(out)
+    task = next(t for t in tasks if t.label == "crt" and t.subset == 0)
+    alone = train_subset("crt", "synthetic-lt", tmp_path / "alone", train_indices=load_study(out).subsets[0],
+                         **task.kwargs)
+    assert len(backbones) == 3 and alone["accuracy"] == json.loads((out / "runs" / task.run_id / "metrics.json").read_text())["accuracy"]
+    with np.load(tmp_path / "alone" / "predictions.npz") as a, np.load(out / "runs" / task.run_id / "predictions.npz") as b:
+        np.testing.assert_array_equal(a["logits"], b["logits"])
+
+
+def test_an_interrupted_study_resumes_without_retraining_its_backbone(tmp_path, counted, monkeypatch):
+    from conftest import interrupt_after_checkpoint
+
+    backbones, _ = counted
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SHARING)
+    out = tmp_path / "study"
+    # Ctrl-C in subset 0's crt stage: that subset's ce run is done, nothing else
+    interrupt_after_checkpoint(monkeypatch, lambda: run_study(spec, out, log=None),
+                               stop=lambda content, count: content["stage_name"] == "crt")
+    done = [p.parent for p in out.glob("runs/*/metrics.json")]
+    assert [p.name.split("-")[0] for p in done] == ["ce"] and backbones == ["ce"]
+    before = {p.name: p.stat().st_mtime_ns for p in done[0].iterdir()}
+    assert run_study(spec, out, log=None) == {"cached": 1, "ran": 5, "failed": 0}
+    assert backbones == ["ce", "ce"]  # the rerun trained subset 1's backbone only
+    assert {p.name: p.stat().st_mtime_ns for p in done[0].iterdir()} == before
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert set(metrics["status"]) == {"done"}
+    crt = metrics[metrics["method"] == "crt"].sort_values("subset")
+    ce = metrics[metrics["method"] == "ce"].sort_values("subset")
+    assert list(crt["stage_one"]) == list(ce["run_id"])

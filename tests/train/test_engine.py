@@ -104,3 +104,20 @@ def test_ride_takes_any_base_loss_expert_count_and_diversity_form(experts, loss_
     assert result.model.forward_experts(torch.zeros(2, 3, 32, 32))["expert_logits"].shape[0] == experts
     losses = [row["loss"] for row in result.history]
     assert losses[-1] < losses[0], losses
+
+
+def test_metrics_name_the_final_training_accuracy_of_the_last_stage(stage_one_dir, ride_stage_one_dir, tiny_data):
+    import pandas as pd
+
+    metrics = json.loads((stage_one_dir / "metrics.json").read_text())
+    history = pd.read_csv(stage_one_dir / "history.csv")
+    assert metrics["train_accuracy"] == pytest.approx(history["accuracy"].iloc[-1])
+    crt = train("crt", tiny_data, device="cpu", epochs=1, **{"crt.epochs": 2}, **TINY)
+    assert [row["stage"] for row in crt.history] == ["stage1", "crt", "crt"]
+    assert crt.metrics["train_accuracy"] == crt.history[-1]["accuracy"] != crt.history[0]["accuracy"]
+    tau = train("tau-norm", tiny_data, device="cpu", epochs=1, **TINY)
+    assert tau.history[-1]["stage"] == "stage1" and tau.metrics["train_accuracy"] is None  # tau-norm trains no epoch
+    routed = train("ride-ea", tiny_data, device="cpu", stage_one=ride_stage_one_dir / "checkpoint.pt",
+                   **{"routing.epochs": 1}, **TINY)
+    assert routed.metrics["train_accuracy"] is None  # the routers' loop counts no accuracy
+    assert tau.metrics["epochs"] == 1 and routed.metrics["epochs"] == 2  # stage one's: ride_stage_one_dir's 2

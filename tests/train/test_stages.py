@@ -105,3 +105,41 @@ def test_a_procedure_name_is_registered_once():
         register_procedure("bbn")(lambda env: None)
     register_procedure("tiny-test")(lambda env: None)
     PROCEDURES.unregister("tiny-test")
+
+
+def test_a_finished_two_stage_checkpoint_kept_as_its_stage_one_alone(stage_one_dir, tiny_data, tmp_path):
+    """What a study keeps of a run whose stage one others reuse: those weights alone, which are
+    the plain CE run's (same seed and stage-one recipe) and serve as a stage one."""
+    from bvkit.train.checkpoint import keep_stage_one_only
+
+    train("crt", tiny_data, out=tmp_path, device="cpu", epochs=2, **{"crt.epochs": 1}, **TINY)
+    path = tmp_path / "checkpoint.pt"
+    full = load_checkpoint(path)
+    assert full["stage"] == 1 and full["optimizer"] and "stage_one_model" in full
+    size = path.stat().st_size
+    keep_stage_one_only(path)
+    kept = load_checkpoint(path)
+    assert kept["stage"] == 0 and kept["epoch"] == kept["stage_epochs"] == 2 and path.stat().st_size < size
+    assert not {"optimizer", "loss", "rng", "history", "stage_one_model"} & set(kept)
+    assert kept["model"].keys() == full["stage_one_model"].keys()
+    ce = load_checkpoint(stage_one_dir / "checkpoint.pt")["model"]
+    for key, value in kept["model"].items():
+        assert torch.equal(value, full["stage_one_model"][key]) and torch.equal(value, ce[key]), key
+    from_kept = train("tau-norm", tiny_data, device="cpu", stage_one=path, **TINY)
+    from_ce = train("tau-norm", tiny_data, device="cpu", stage_one=stage_one_dir / "checkpoint.pt", **TINY)
+    np.testing.assert_array_equal(from_kept.logits, from_ce.logits)
+
+
+def test_keeping_the_stage_one_of_a_plain_run_drops_its_training_state(stage_one_dir, tmp_path):
+    import shutil
+
+    from bvkit.train.checkpoint import keep_stage_one_only
+
+    path = tmp_path / "checkpoint.pt"
+    shutil.copy(stage_one_dir / "checkpoint.pt", path)
+    full = load_checkpoint(path)
+    keep_stage_one_only(path)
+    kept = load_checkpoint(path)
+    assert full["optimizer"] and "optimizer" not in kept and kept["recipe"] == full["recipe"]
+    assert (kept["num_classes"], kept["in_channels"], kept["epoch"]) == (full["num_classes"], full["in_channels"], 2)
+    assert all(torch.equal(value, full["model"][key]) for key, value in kept["model"].items())

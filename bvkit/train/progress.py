@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it warns even when disabled
 
 
 def progress_bar(total: int, description: str, enabled: bool | None = None):

@@ -1,36 +1,37 @@
-"""Training-step throughput: plain ResNet-32 CE (the reference) vs our RIDE-3 vs a naive RIDE-3.
+"""Training-step throughput: plain ResNet-32 CE (the reference) vs bvkit's ResNet-32 and RIDE-3.
 
-One step = forward, loss, backward, SGD (lr 0.1, momentum 0.9, Nesterov, wd 5e-4) on a batch
-of 128 random 32x32 images, 100 classes. Variants:
+One step = forward, loss, backward, SGD on a batch of 128 random 32x32 images, 100 classes
+(CIFAR-100-LT counts at IF 100 for the losses). The bvkit variants are the step ``bvkit train``
+runs: the registered recipe's model, loss and optimizer (``bvkit.train.builders``), the batch
+through ``prepare_batch`` and ``bvkit.train.loop.train_step`` under the recipe's precision
+(``auto``: bf16 autocast where this CPU has fast bf16, ``bvkit.train.devices.resolve_precision``).
 
-  reference     plain PyTorch ResNet-32 (written out below, independent of bvkit), NCHW fp32, CE
-  bvkit-r32     bvkit's resnet32 (channels_last by default), CE
-  ride          bvkit's RIDE-3 ResNet-32 as created by default (fused expert weights,
-                channels_last, expert_mode "auto": "split" on CPU, "grouped" on GPU),
-                full RIDE loss (LDAM-DRW per expert + diversity KL, past the DRW epoch)
+  reference     plain PyTorch ResNet-32 (written out below, independent of bvkit), NCHW, fp32, CE,
+                SGD momentum 0.9 + Nesterov, wd 5e-4
+  bvkit-r32     the ``ce`` recipe (bvkit's resnet32, channels_last), precision auto
+  bvkit-r32-fp32  the same in fp32
+  ride          the ``ride`` recipe: RIDE-3 ResNet-32 as created by default (fused expert weights,
+                channels_last, expert_mode "auto"), the full RIDE loss (LDAM-DRW per expert +
+                diversity KL) past the DRW epoch, precision auto
+  ride-fp32     the same in fp32
   ride-grouped  expert_mode "grouped": all experts' layers as one grouped conv / BN each
   ride-split    expert_mode "split": experts one after the other through weight slices
   ride-nchw     the default but NCHW
-  ride-naive    separate expert modules run one after the other, NCHW: the reference code's
-                layout, same loss
-  ride-naive-cl the same, channels_last
-  ride-no-mkldnn  the default model with torch.backends.mkldnn disabled (plain im2col convs)
+  ride-naive    separate expert modules (the authors' layout), NCHW, fp32, same loss
+  ride-naive-cl the same, channels_last, precision auto
 
 The machine is shared with other jobs, so the variants are interleaved: each round times
-``--steps`` steps of every variant in turn, and we report the median over rounds (and the best
-round), so background load hits all variants alike.
+``--steps`` steps of every variant in turn, and we report the median over rounds (and the
+paired ratio: the median over rounds of variant / reference in the same round).
 
-    nice -n -10 python experiments/bench_step.py --rounds 15 --out experiments/results/bench_step.txt
-    OMP_WAIT_POLICY=PASSIVE nice -n -10 python experiments/bench_step.py --threads 2 \
-        --out experiments/results/bench_step_omp_passive.txt
-    nice -n -10 python experiments/bench_step.py --threads 1 --rounds 3 \
-        --variants reference,ride,ride-nchw,ride-no-mkldnn,ride-naive-cl \
-        --out experiments/results/bench_step_variants.txt
+    nice -n -10 python experiments/bench_step.py --threads 2 --rounds 15 --json \
+        --out experiments/results/bench_step.txt
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -42,10 +43,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bvkit.losses import create_loss
-from bvkit.models import create_model
+from bvkit.methods import create_method
+from bvkit.train.builders import build_loss, build_model, make_optimizer, training_forward
+from bvkit.train.devices import fast_bf16, resolve_precision, use_precision
+from bvkit.train.loop import prepare_batch, train_step
 
 BATCH, CLASSES, SIDE = 128, 100, 32
+DEVICE = torch.device("cpu")
 
 
 # ---------------------------------------------------------------- the plain reference ResNet-32
@@ -91,45 +95,65 @@ def cifar100_lt_counts():
     return (500 * 0.01 ** (np.arange(CLASSES) / (CLASSES - 1))).astype(int)
 
 
-VARIANTS = {  # RIDE-3 variants: create_model options
-    "ride": {},  # bvkit's defaults: fused weights, channels_last, expert_mode "auto"
-    "ride-grouped": {"expert_mode": "grouped"},
-    "ride-split": {"expert_mode": "split"},
-    "ride-nchw": {"channels_last": False},
-    "ride-naive": {"fused": False, "channels_last": False},
-    "ride-naive-cl": {"fused": False},
-    "ride-no-mkldnn": {},  # the default model with torch.backends.mkldnn disabled
+# variant: (method, precision, recipe overrides)
+VARIANTS = {
+    "bvkit-r32": ("ce", "auto", {}),
+    "bvkit-r32-fp32": ("ce", "fp32", {}),
+    "ride": ("ride", "auto", {}),
+    "ride-fp32": ("ride", "fp32", {}),
+    "ride-grouped": ("ride", "auto", {"model_kwargs.expert_mode": "grouped"}),
+    "ride-split": ("ride", "auto", {"model_kwargs.expert_mode": "split"}),
+    "ride-nchw": ("ride", "auto", {"model_kwargs.channels_last": False}),
+    "ride-naive": ("ride", "fp32", {"model_kwargs.fused": False, "model_kwargs.channels_last": False}),
+    "ride-naive-cl": ("ride", "auto", {"model_kwargs.fused": False}),
 }
+KNOWN = ("reference", *VARIANTS)
 
 
-def make_step(variant: str, seed: int = 0):
-    """A closure running one training step of ``variant``."""
-    torch.manual_seed(seed)
+def batch(seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(BATCH, 3, SIDE, SIDE, generator=gen)
-    y = torch.randint(0, CLASSES, (BATCH,), generator=gen)
-    if variant in ("reference", "bvkit-r32"):
-        model = ReferenceResNet32(CLASSES) if variant == "reference" else create_model("resnet32", CLASSES)
-        criterion = nn.CrossEntropyLoss()
-        compute = lambda: criterion(model(x), y)
-    else:
-        options = VARIANTS[variant]
-        model = create_model("ride-resnet32", CLASSES, num_experts=3, **options)
-        criterion = create_loss("ride", cifar100_lt_counts())  # LDAM-DRW + diversity, lambda -0.45
-        criterion.set_epoch(170)  # past the DRW epoch: class weights and temperatures on
-        compute = lambda: criterion(model.forward_experts(x), y)
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    return torch.randn(BATCH, 3, SIDE, SIDE, generator=gen), torch.randint(0, CLASSES, (BATCH,), generator=gen)
+
+
+def reference_step(seed: int = 0):
+    torch.manual_seed(seed)
+    x, y = batch(seed)
+    model = ReferenceResNet32(CLASSES).train()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
 
     def step():
-        with torch.backends.mkldnn.flags(enabled=variant != "ride-no-mkldnn"):
-            opt.zero_grad(set_to_none=True)
-            loss = compute()
-            loss.backward()
-            opt.step()
-        return loss
+        optimizer.zero_grad(set_to_none=True)
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
 
     return step
+
+
+def bvkit_step(variant: str, seed: int = 0):
+    """The step ``bvkit train`` runs for ``variant``'s recipe (see the module doc)."""
+    method, precision, overrides = VARIANTS[variant]
+    recipe = create_method(method, precision=precision, **overrides)
+    model = build_model(recipe, CLASSES, 3, seed, DEVICE).train()
+    loss = build_loss(recipe, cifar100_lt_counts(), DEVICE)
+    if hasattr(loss, "set_epoch"):
+        loss.set_epoch(170)  # past the DRW epoch: class weights and RIDE's temperatures on
+    forward = training_forward(model, recipe)
+    optimizer = make_optimizer(model.parameters(), recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
+    x, y = batch(seed)
+    resolved = resolve_precision(recipe.precision, DEVICE)
+
+    def step():
+        with use_precision(resolved):
+            train_step(forward, loss, optimizer, prepare_batch(x, DEVICE), y, DEVICE)
+
+    step.precision = resolved
+    return step
+
+
+def make_step(variant: str):
+    return reference_step() if variant == "reference" else bvkit_step(variant)
 
 
 def cpu_model() -> str:
@@ -156,65 +180,75 @@ def measure(variants, rounds, steps_per_round, warmup):
             for _ in range(steps_per_round):
                 steps[v]()
             rates[v].append(steps_per_round * BATCH / (time.perf_counter() - start))
-    return rates
+    return rates, {v: getattr(s, "precision", "fp32") for v, s in steps.items()}
 
 
-def table(rates) -> list[str]:
+def table(rates, precisions) -> list[str]:
     variants = list(rates)
     ref = variants[0]
-    ref_med, ref_best = statistics.median(rates[ref]), max(rates[ref])
-    lines = [f"{'variant':14s} {'median':>7s} {'best':>7s} {'ratio':>6s} {'paired':>7s} {'ratio(best)':>11s}"]
+    ref_med = statistics.median(rates[ref])
+    lines = [f"{'variant':15s} {'precision':>9s} {'median':>7s} {'best':>7s} {'ratio':>6s} {'paired':>7s}"]
     for v in variants:
         med, best = statistics.median(rates[v]), max(rates[v])
         paired = statistics.median(a / b for a, b in zip(rates[v], rates[ref]))
-        lines.append(f"{v:14s} {med:7.1f} {best:7.1f} {med / ref_med:6.3f} {paired:7.3f} {best / ref_best:11.3f}")
+        lines.append(f"{v:15s} {precisions[v]:>9s} {med:7.1f} {best:7.1f} {med / ref_med:6.3f} {paired:7.3f}")
     return lines
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", default="reference,bvkit-r32,ride,ride-grouped,ride-naive",
-                        help="comma-separated; the first is the reference of the ratios")
+    parser.add_argument("--variants", default="reference,bvkit-r32,ride,bvkit-r32-fp32,ride-fp32",
+                        help=f"comma-separated, the first is the reference of the ratios; known: {', '.join(KNOWN)}")
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=1, help="timed steps per variant per round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per variant first")
-    parser.add_argument("--threads", default="1,2",
-                        help="torch intra-op thread counts to run, one section each (default 1,2)")
+    parser.add_argument("--threads", default="2", help="torch intra-op thread counts, one section each (e.g. 1,2)")
+    parser.add_argument("--json", action="store_true",
+                        help="print as the last line one JSON object: threads, img_per_s (medians) and paired ratios "
+                        "of the last thread count")
     parser.add_argument("--out", default=None, help="also write the report here")
     args = parser.parse_args(argv)
     variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in ("reference", "bvkit-r32", *VARIANTS)]
+    unknown = [v for v in variants if v not in KNOWN]
     if unknown:
         parser.error(f"unknown variants {unknown}")
     thread_counts = [int(t) for t in args.threads.split(",")]
 
-    header = (
+    lines = [
         "bvkit experiments/bench_step.py: training-step throughput (images/s)",
-        (f"hardware: {cpu_model()}, {os.cpu_count()} logical CPUs; torch {torch.__version__} "
-        f"(oneDNN/mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}); "
-        f"python {platform.python_version()}; process niceness {os.nice(0)}; "
-        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"),
-        (f"step: batch {BATCH}, {SIDE}x{SIDE}x3, {CLASSES} classes, fp32, forward + loss + backward + "
-        "SGD (momentum 0.9, Nesterov, wd 5e-4)"),
-        (f"timing: warm-up {args.warmup} steps per variant, then {args.rounds} rounds; each round times "
-        f"{args.steps} step(s) of every variant in turn (round-robin), so background load from the"),
-        "other jobs sharing this machine hits all variants alike. median/best = images/s over rounds;",
-        ("ratio = median / reference median; paired = median over rounds of (variant / reference in the "
-        "same round)."),
-    )
-    lines = list(header)
+        (f"hardware: {cpu_model()}, {os.cpu_count()} logical CPUs, fast bf16 {'yes' if fast_bf16(DEVICE) else 'no'} "
+         f"(precision auto -> {resolve_precision('auto', DEVICE)}); torch {torch.__version__} "
+         f"(oneDNN/mkldnn {'on' if torch.backends.mkldnn.is_available() else 'off'}); python {platform.python_version()}; "
+         f"process niceness {os.nice(0)}; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}"),
+        (f"step: batch {BATCH}, {SIDE}x{SIDE}x3, {CLASSES} classes, forward + loss + backward + SGD; bvkit variants: "
+         "the recipe's step as `bvkit train` runs it"),
+        (f"timing: warm-up {args.warmup} steps per variant, then {args.rounds} rounds; each round times {args.steps} "
+         "step(s) of every variant in turn (round-robin), so background load hits all variants alike."),
+        "median/best = images/s over rounds; ratio = median / reference median; paired = median over rounds of "
+        "(variant / reference in the same round).",
+    ]
+    summary = {}
     for threads in thread_counts:
         torch.set_num_threads(threads)
         load_before = os.getloadavg()
-        rates = measure(variants, args.rounds, args.steps, args.warmup)
+        rates, precisions = measure(variants, args.rounds, args.steps, args.warmup)
         load_after = os.getloadavg()
-        section = f"== {threads} thread(s); load average (1 min) {load_before[0]:.2f} before, "
-        lines += ["", section + f"{load_after[0]:.2f} after", *table(rates)]
+        lines += ["", f"== {threads} thread(s); load average (1 min) {load_before[0]:.2f} before, "
+                  f"{load_after[0]:.2f} after", *table(rates, precisions)]
+        summary = {
+            "threads": threads, "rounds": args.rounds, "load_1min": [round(load_before[0], 2), round(load_after[0], 2)],
+            "img_per_s": {v: round(statistics.median(r), 1) for v, r in rates.items()},
+            "paired_ratio": {v: round(statistics.median(a / b for a, b in zip(r, rates[variants[0]])), 3)
+                             for v, r in rates.items()},
+            "precision": precisions, "torch": torch.__version__, "cpu": cpu_model(),
+        }
     report = "\n".join(lines)
     print(report)
+    if args.json:
+        print(json.dumps(summary))
     if args.out:
         with open(args.out, "w") as fh:
-            fh.write(report + "\n")
+            fh.write(report + "\n" + (json.dumps(summary) + "\n" if args.json else ""))
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bvkit.models.layers import init_weights
+from bvkit.models.layers import FloatLinear, init_weights
 from bvkit.models.registry import register_model
 from bvkit.models.resnet_cifar import (
     BasicBlockA,
@@ -40,7 +40,7 @@ class BBNResNetCifar(nn.Module):
         self.conventional = _last_block(widths, blocks)
         self.rebalancing = _last_block(widths, blocks)
         self.num_features = widths[2]
-        self.classifier = nn.Linear(2 * widths[2], num_classes)
+        self.classifier = FloatLinear(2 * widths[2], num_classes)
         init_weights(self, conv_mode="fan_in")
         if channels_last:  # as ResNetCifar: faster small-channel convs on CPU, same numbers
             self.to(memory_format=torch.channels_last)

@@ -14,11 +14,28 @@ channels); ``None`` runs all of them through the plain module call.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def float32(x: torch.Tensor):
+    """Autocast off for the block, for a classifier head on ``x.float()``: its few FLOPs in
+    float32, so logits are not rounded to bf16 (a bf16 logit near 10 moves in steps of 0.06)."""
+    if x.device.type not in ("cpu", "cuda"):  # the meta device (FLOP counting) has no autocast
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, enabled=False)
+
+
+class FloatLinear(nn.Linear):
+    """``nn.Linear`` computed in float32 under autocast (a classifier head; see ``float32``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with float32(x):
+            return super().forward(x.float())
 
 
 def n_active(experts: tuple[int, int] | None, num_experts: int) -> int:
@@ -171,7 +188,8 @@ class CosineClassifier(nn.Module):
             self.weight.div_(self.weight.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.normalize(features, dim=-1) @ F.normalize(self.weight, dim=-1).T
+        with float32(features):
+            return self.scale * F.normalize(features.float(), dim=-1) @ F.normalize(self.weight, dim=-1).T
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, num_classes={self.num_classes}, scale={self.scale}"
@@ -196,7 +214,8 @@ class ExpertCosineClassifier(nn.Module):
         self, features: torch.Tensor, experts: tuple[int, int] | None = None
     ) -> torch.Tensor:
         weight = self.weight if experts is None else self.weight[experts[0] : experts[1]]
-        cosine = torch.bmm(F.normalize(features, dim=-1), F.normalize(weight, dim=-1).transpose(1, 2))
+        with float32(features):  # as CosineClassifier
+            cosine = torch.bmm(F.normalize(features.float(), dim=-1), F.normalize(weight, dim=-1).transpose(1, 2))
         return self.scale * cosine
 
     def extra_repr(self) -> str:

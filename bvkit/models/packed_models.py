@@ -29,6 +29,7 @@ from bvkit.models.layers import (
     ExpertBatchNorm2d,
     ExpertConv2d,
     ExpertCosineClassifier,
+    float32,
     memory_format_of,
     option_a_shortcut,
 )
@@ -37,7 +38,7 @@ from bvkit.models.ride import CifarTrunk, RideNet
 
 
 class PackedLinear(nn.Module):
-    """``K`` linear classifiers: features (K, B, F) -> logits (K, B, C)."""
+    """``K`` linear classifiers: features (K, B, F) -> logits (K, B, C), in float32 as ``FloatLinear``."""
 
     def __init__(self, in_features: int, num_classes: int, num_models: int):
         super().__init__()
@@ -45,7 +46,8 @@ class PackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(num_models, num_classes))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias.unsqueeze(1), features, self.weight.transpose(1, 2))
+        with float32(features):
+            return torch.baddbmm(self.bias.unsqueeze(1), features.float(), self.weight.transpose(1, 2))
 
 
 def packed_stem(in_channels: int, width: int, num_models: int) -> nn.Sequential:

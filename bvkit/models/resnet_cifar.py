@@ -16,6 +16,7 @@ from bvkit.models.layers import (
     CosineClassifier,
     ExpertBatchNorm2d,
     ExpertConv2d,
+    FloatLinear,
     init_weights,
     n_active,
     option_a_shortcut,
@@ -100,7 +101,7 @@ def cifar_stem(in_channels: int, width: int) -> nn.Sequential:
 
 def make_classifier(kind: str, in_features: int, num_classes: int, scale: float) -> nn.Module:
     if kind == "linear":
-        return nn.Linear(in_features, num_classes)
+        return FloatLinear(in_features, num_classes)
     if kind == "cosine":
         return CosineClassifier(in_features, num_classes, scale)
     raise BvkitError(f"unknown classifier {kind!r} (expected 'linear' or 'cosine')")

@@ -11,13 +11,15 @@ Execution of a fused model (``expert_mode``, same weights and numbers either way
 ``"grouped"`` runs every layer of all experts as one grouped conv / one BN;
 ``"split"`` runs the experts one after the other on their own tensors through slices of the
 stacked weights. oneDNN's grouped convs at 24 or 48 channels per group are slower than separate
-convs on CPU (forward + backward of the 24-channel layer at batch 128: 28 against 21 ms on two
-threads, ``experiments/bench_expert_convs.py``), so "split" wins there; on a GPU "grouped"
-launches one kernel per layer instead of n.
-``"auto"`` (default) picks "split" on CPU and "grouped" otherwise (measured in
-``experiments/bench_step.py``: the RIDE-3 step at 0.78x against 0.68x the reference on two
-threads). Models are built channels_last by default: on CPU that is much faster for these
-small-channel convs (inputs may stay NCHW; outputs are the same).
+convs on CPU in float32 (forward + backward of the 24-channel layer at batch 128: 28 against
+21 ms on two threads, ``experiments/bench_expert_convs.py``), not in bf16 (18.4 against 18.1 ms
+on one thread); on a GPU "grouped" launches one kernel per layer instead of n.
+``"auto"`` (default) picks "split" on CPU in float32 and "grouped" in bf16 (autocast) and on a
+GPU (``experiments/bench_step.py``, two threads: in float32 the RIDE-3 step at 0.78x against
+0.68x the reference; in bf16 grouped 1.10x against split 1.01x, and on a busy machine, where each
+of split's 2.3 times as many ops may wait for a descheduled thread, split took 8 times as long).
+Models are built channels_last by default: on CPU that is much faster for these small-channel
+convs (inputs may stay NCHW; outputs are the same).
 """
 
 from __future__ import annotations
@@ -103,9 +105,9 @@ class RideNet(nn.Module):
             raise BvkitError(f"unknown expert_mode {mode!r} (expected one of {EXPERT_MODES})")
         self._expert_mode = mode
 
-    def _split(self, device: torch.device) -> bool:
-        if self.expert_mode == "auto":
-            return device.type == "cpu"
+    def _split(self, shared: torch.Tensor) -> bool:
+        if self.expert_mode == "auto":  # the shared features are bf16 under bf16 autocast
+            return shared.device.type == "cpu" and shared.dtype == torch.float32
         return self.expert_mode == "split"
 
     @property
@@ -131,7 +133,7 @@ class RideNet(nn.Module):
         stop = self.num_experts if stop is None else stop
         span = None if (start, stop) == (0, self.num_experts) else (start, stop)
         if self.fused:
-            features = self.experts(shared, span, split=self._split(shared.device))
+            features = self.experts(shared, span, split=self._split(shared))
         else:
             features = torch.cat([self.experts[e](shared) for e in range(start, stop)])
         return features, self.classifier(features, span)

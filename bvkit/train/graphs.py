@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from bvkit.train import ddp
+from bvkit.train.devices import autocast, float_outputs
 
 WARMUP_STEPS = 3  # eager steps on a side stream before the first capture (cuDNN/cuBLAS set-up)
 
@@ -52,11 +53,6 @@ def graphed_step(forward, loss, optimizer, device: torch.device, *, enabled: boo
             log(f"{name}: no CUDA graph ({reason})")
         return None
     return GraphedStep(forward, loss, optimizer, device, log=log)
-
-
-def autocast_uncached(device: torch.device):
-    """bf16 autocast without its weight-cast cache (a cache entry must not outlive a capture)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
 
 
 class GraphedStep:
@@ -121,10 +117,9 @@ class GraphedStep:
         return key() if key is not None else None
 
     def _forward_loss(self, inputs, targets):
-        with autocast_uncached(self.device):
+        with autocast(self.device, cache_enabled=False):  # no weight-cast cache may outlive a capture
             output = self.forward(inputs)
-            loss = self.loss_fn(output, targets)
-        return loss, output
+        return self.loss_fn(float_outputs(output), targets), output
 
     def _eager(self, inputs, targets, side_stream: bool = False):
         stream = torch.cuda.Stream(self.device) if side_stream else torch.cuda.current_stream(self.device)

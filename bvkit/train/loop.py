@@ -8,12 +8,12 @@ accuracy are accumulated on the device and read back once every ``sync_every`` s
 progress bar) and once per epoch, so a step costs no host sync. Every source of randomness is
 seeded from ``seed`` (model init under a forked RNG, data order and augmentation from
 generators re-seeded per epoch), which makes a resumed run give the same weights as an
-uninterrupted one.
+uninterrupted one. Forward passes run under the run's precision (``bvkit.train.devices.autocast``:
+bf16 autocast or none); the loss is computed outside it, in float32, on ``float_outputs``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from torch import nn
 
 from bvkit.train import ddp
 from bvkit.train.checkpoint import CHECKPOINT, rng_state, save_checkpoint
+from bvkit.train.devices import autocast, float_outputs
 from bvkit.train.graphs import graphed_step
 from bvkit.train.progress import progress_bar
 from bvkit.train.schedule import Schedule
@@ -104,12 +105,7 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
             else:
                 for group in phase.optimizer.param_groups:
                     group["lr"] = lr
-                with autocast(device):
-                    output = phase.forward(inputs)
-                    loss = phase.loss(output, targets)
-                phase.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                phase.optimizer.step()
+                loss, output = train_step(phase.forward, phase.loss, phase.optimizer, inputs, targets, device)
             step += 1
             total_loss += loss.detach().float() * len(targets)
             if phase.count_correct:
@@ -158,6 +154,18 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
         graphed.restore()
 
 
+def train_step(forward, loss_fn, optimizer, inputs, targets, device: torch.device):
+    """One eager step, ``(loss, output)``: the forward under the run's autocast, the loss in
+    float32 on its float32 outputs, backward, the optimizer's step."""
+    with autocast(device):
+        output = forward(inputs)
+    loss = loss_fn(float_outputs(output), targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, output
+
+
 def format_record(record: EpochRecord, epochs: int) -> str:
     acc = f" acc {record.accuracy:.4f}" if record.accuracy is not None else ""
     val = f" val_acc {record.val_accuracy:.4f}" if record.val_accuracy is not None else ""
@@ -195,13 +203,6 @@ def module_of(forward) -> nn.Module | None:
     """The module a forward callable belongs to (itself, or a bound method's owner)."""
     module = forward if isinstance(forward, nn.Module) else getattr(forward, "__self__", None)
     return module if isinstance(module, nn.Module) else None
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 is slower than fp32 here)."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def prepare_batch(x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -16,7 +16,8 @@ Data: every run's uint8 images sit on the device. At the start of an epoch each 
 and augmentation parameters are drawn from that run's own epoch generator in exactly the order
 ``DeviceLoader`` + ``Augment`` draw them, then moved to the device once; each step gathers and
 augments all ``K`` batches in one call. The step has no host sync (loss and accuracy
-accumulate on the device, read back once per epoch). On CUDA: bf16 autocast, channels_last,
+accumulate on the device, read back once per epoch). The recipe's precision as in a single run
+(``bvkit.train.devices``: bf16 autocast where fast, losses in float32); on CUDA channels_last,
 and ``torch.compile`` with ``compile=True``.
 """
 
@@ -36,7 +37,7 @@ from bvkit.methods import Recipe, apply_overrides, create_method
 from bvkit.models.packed_models import pack_models, unpack_state
 from bvkit.train.builders import build_loss, build_model, make_optimizer, recipe_schedule
 from bvkit.train.data import device_data, device_tensors, load_data, make_augment, make_loader, validation_split
-from bvkit.train.devices import resolve_device
+from bvkit.train.devices import RUN_PRECISION, float_outputs, resolve_device, resolve_precision, use_precision
 from bvkit.train.evaluation import evaluate_model
 from bvkit.train.graphs import graphed_step
 from bvkit.train.loop import EpochRecord, autocast, derive_seed, format_record, prepare_batch
@@ -95,6 +96,7 @@ def train_packed(
     if not hasattr(data, "pool"):
         raise BvkitError(f"the packed engine trains data held on the device (cifar10-lt, ...), not {data.name}")
     device = resolve_device(device)
+    precision = resolve_precision(recipe.precision, device)
     splits = []
     for member in members:
         member_data = data if member.train_indices is None else replace(
@@ -103,8 +105,10 @@ def train_packed(
     results: list[PackedRunResult | None] = [None] * len(members)
     for size in dict.fromkeys(len(train_idx) for _, train_idx, _ in splits):
         group = [i for i, (_, train_idx, _) in enumerate(splits) if len(train_idx) == size]
-        for i, result in zip(group, _train_pack(recipe, [members[i] for i in group], [splits[i] for i in group],
-                                                device, compile, progress, log, imbalance)):
+        with use_precision(precision):
+            packs = _train_pack(recipe, [members[i] for i in group], [splits[i] for i in group], device, compile,
+                                progress, log, imbalance)
+        for i, result in zip(group, packs):
             results[i] = result
     return results
 
@@ -160,7 +164,7 @@ def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log,
                     group["lr"] = lr
                 with autocast(device):
                     output = forward(inputs)
-                    per_model = pack_loss(output, targets)
+                per_model = pack_loss(float_outputs(output), targets)
                 optimizer.zero_grad(set_to_none=True)
                 per_model.sum().backward()
                 optimizer.step()
@@ -221,7 +225,8 @@ def _finish_member(recipe, packed, k, model, run, history, member, device, pack_
     model.eval()
     run = replace(run, test_set=device_tensors(run.source.test, device))
     evaluated, labels, logits = evaluate_model(model, None, run)
-    metrics = {**run_metrics(recipe.name, run, imbalance, member.seed, recipe.epochs, evaluated, extra={},
+    metrics = {**run_metrics(recipe.name, run, imbalance, member.seed, recipe.epochs, evaluated,
+                             extra={"precision": RUN_PRECISION.get()},
                              seconds=pack_seconds / k_models,  # the pack's wall-clock, shared among its runs
                              train_seconds=sum(row["seconds"] for row in history) / k_models, device=device),
                "pack_size": k_models}

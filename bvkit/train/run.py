@@ -32,7 +32,7 @@ from bvkit.train.builders import (
 )
 from bvkit.train.checkpoint import load_stage_one, load_state, restore_rng
 from bvkit.train.data import load_data, prepare_data
-from bvkit.train.devices import resolve_device
+from bvkit.train.devices import RUN_PRECISION, own_precision, resolve_device, resolve_precision
 from bvkit.train.evaluation import evaluate_model, part_accuracy
 from bvkit.train.loop import LoopContext, Phase, derive_seed, run_phase
 from bvkit.train.outputs import final_train_accuracy, resume_payload, resume_phase, run_metrics, write_outputs
@@ -53,6 +53,7 @@ class TrainResult:
     out: Path | None
 
 
+@own_precision
 def train(
     method: str | Recipe,
     dataset: Any,
@@ -90,6 +91,8 @@ def train(
     recipe = (apply_overrides(method, overrides) if isinstance(method, Recipe)
               else create_method(method, dataset=dataset_name, **overrides))
     device = resolve_device(device)
+    precision = resolve_precision(recipe.precision, device)
+    RUN_PRECISION.set(precision)  # every forward of this run: training, validation, evaluation
     source = load_data(dataset, imbalance, data_root, n_max)
     ddp.init_from_env(device)
     out = Path(out) if out is not None else None
@@ -107,7 +110,7 @@ def train(
     base_extra = {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed,
                   "num_classes": len(data.class_names), "in_channels": data.in_channels,
                   "run_key": json.dumps(run_key, sort_keys=True)}
-    extra_metrics: dict = {}  # a procedure's or a stage's own metrics.json keys
+    extra_metrics: dict = {"precision": precision}  # and a procedure's or a stage's own metrics.json keys
 
     # stage one: loaded, trained by the recipe's procedure, or one plain phase
     stage_one_state = None

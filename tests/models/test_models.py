@@ -196,11 +196,12 @@ def test_expert_modes_agree_and_validate():
     torch.testing.assert_close(outs[1], outs[2], atol=1e-4, rtol=1e-4)
     with pytest.raises(BvkitError):
         model.expert_mode = "parallel"
-    model.expert_mode = "auto"
-    assert model._split(torch.device("cpu"))  # on any number of CPU threads
-    assert not model._split(torch.device("meta"))  # stands in for a GPU: grouped
+    model.expert_mode = "auto"  # split: float32 shared features on the CPU (any number of threads)
+    assert model._split(torch.zeros(1))
+    assert not model._split(torch.zeros(1, dtype=torch.bfloat16))  # bf16 (autocast): grouped
+    assert not model._split(torch.zeros(1, device="meta"))  # stands in for a GPU: grouped
     model.expert_mode = "grouped"
-    assert not model._split(torch.device("cpu"))
+    assert not model._split(torch.zeros(1))
 
 
 def test_registry():
@@ -214,3 +215,23 @@ def test_registry():
     with pytest.raises(BvkitError, match="already registered"):
         register_model("resnet32")(lambda num_classes: None)
     assert isinstance(create_model("ride-resnet32", 4, **TINY), RideNet)
+
+
+@pytest.mark.parametrize("name, kwargs", [("resnet32", {}), ("resnet32-ldam", {}), ("bbn-resnet32", {}),
+                                          ("ride-resnet32", {"num_experts": 2})])
+def test_classifier_heads_run_in_float32_under_bf16_autocast(name, kwargs):
+    # the trunk runs in bf16, the head (a few FLOPs) in float32: logits are not rounded to bf16
+    model = create_model(name, 10, **TINY, **kwargs).eval()
+    features = []
+    model.classifier.register_forward_pre_hook(lambda module, args: features.append(args[0].dtype))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(4, 3, 32, 32))
+    assert features == [torch.bfloat16] and logits.dtype == torch.float32
+
+
+def test_packed_linear_heads_run_in_float32_under_bf16_autocast():
+    from bvkit.models.packed_models import PackedLinear
+
+    head = PackedLinear(8, 5, num_models=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert head(torch.randn(3, 4, 8, dtype=torch.bfloat16)).dtype == torch.float32

@@ -24,6 +24,7 @@ TINY_ARGS = ["--dataset", "synthetic-lt", "--imbalance", "10", "--n-max", "40", 
         (["--method", "crt", "--stage-one", "/no/such.pt"], "stage-one checkpoint not found"),
         (["--method", "ride-distill"], "--teacher"),
         (["--method", "ce", "--epochs", "0"], "positive integer"),
+        (["--method", "ce", "--precision", "fp16"], "precision must be one of auto, bf16, fp32, got 'fp16'"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_code_2(argv, message, tmp_path, capsys):

@@ -23,7 +23,7 @@ def oltr_run(tmp_path_factory, tiny_data):
     """A finished OLTR run (2 + 1 epochs) whose centroids are frozen in stage two (lr scale 0),
     so they are still the stage-one class means at the end."""
     out = tmp_path_factory.mktemp("oltr")
-    result = train("oltr", tiny_data, out=out, device="cpu", seed=3, epochs=2, **TINY,
+    result = train("oltr", tiny_data, out=out, device="cpu", seed=3, epochs=2, precision="fp32", **TINY,
                    **{"procedure_kwargs.centroids_lr_scale": 0.0})
     return out, result
 

@@ -39,11 +39,11 @@ def _separate_and_packed(method, data, tmp_path, **settings):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,loss_rtol,weight_tol", [("ldam-drw", 2e-5, 1e-3), ("ride", 1e-3, 1e-2)])
+@pytest.mark.parametrize("method,loss_rtol,weight_tol", [("ldam-drw", 1e-4, 1e-3), ("ride", 1e-3, 1e-2)])
 def test_packed_runs_match_separate_runs(method, loss_rtol, weight_tol, lt_data, tmp_path):
     # RIDE's maximised diversity term amplifies rounding most: looser, still far below a bug
     # 3 epochs x 3 steps; ldam-drw's DRW and ride's temperature switch on at epoch 2 of 3
-    separate, packed = _separate_and_packed(method, lt_data, tmp_path, epochs=3, lr=SMALL_LR, **TINY)
+    separate, packed = _separate_and_packed(method, lt_data, tmp_path, epochs=3, lr=SMALL_LR, precision="fp32", **TINY)
     for single, run in zip(separate, packed):
         single_loss = [row["loss"] for row in single.history]
         packed_loss = [row["loss"] for row in run.history]

@@ -94,4 +94,4 @@ class ProcedureEnv:
         log = self.ctx.log
         return self.train(method, data, seed=self.seed if seed is None else seed, out=out, device=self.device,
                           progress=self.progress, log=(lambda line: log(f"[{name}] {line}")) if log else None,
-                          **overrides)
+                          **{"precision": self.recipe.precision, **overrides})

@@ -12,6 +12,7 @@ import os
 import sys
 
 from bvkit.errors import BvkitError
+from bvkit.plugins import load_entry_points
 
 COMMAND_MODULES = (
     "bvkit.data.commands",
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        load_entry_points()  # installed packages' plugins (group "bvkit.plugins") register first
         return int(args.func(args) or 0)
     except BvkitError as err:
         print(f"bvkit: error: {err}", file=sys.stderr)

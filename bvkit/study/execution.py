@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from bvkit.errors import BvkitError
+from bvkit.plugins import load_plugins
 from bvkit.study import store
 
 if TYPE_CHECKING:
@@ -214,6 +215,7 @@ def _train(root: Path, todo: list, dataset: str, run_function: str | Callable | 
     first = todo[0][0]
     stage_one = _stage_one_checkpoint(root, first)
     try:
+        load_plugins(first.plugins, [root])  # a worker process registers the study's own methods first
         if len(todo) == 1 and run_function is not None:
             results = [resolve_run_function(run_function)(
                 first.method, dataset, tmps[0], train_indices=todo[0][1], **first.kwargs,

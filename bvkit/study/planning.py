@@ -21,6 +21,7 @@ import numpy as np
 
 from bvkit.errors import BvkitError
 from bvkit.methods import Recipe, create_method
+from bvkit.plugins import plugin_digest
 from bvkit.study import store
 from bvkit.study.spec import StudySpec, spec_of
 from bvkit.train.devices import gpu_count, spread_device, wants_gpu
@@ -47,6 +48,7 @@ class RunTask:
     data: dict[str, Any] = field(default_factory=dict)
     stage_one: RunTask | None = None
     keeps_stage_one: bool = False
+    plugins: tuple[str, ...] = ()  # the study's plugin modules: every worker imports them first
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -89,6 +91,8 @@ def run_id_for(spec: StudySpec, method_config: dict, subset_digest: str, seed: i
     }
     if stage_one is not None:
         content["stage_one"] = stage_one
+    if spec.plugins:  # a plugin's source is part of what defines the model
+        content["plugins"] = plugin_digest(spec.plugins, [spec.folder])
     return f"{method_config['method']}-{digest_of(content)[:16]}"
 
 
@@ -112,7 +116,8 @@ def plan_runs(spec: StudySpec, subsets: list[np.ndarray]) -> list[RunTask]:
             two_stage = bool(recipes[method.name].stages)
             run_id = run_id_for(spec, method.config(), digests[d], seed,
                                 stage_ones[method.name] if two_stage else None)
-            row.append(RunTask(run_id, method.name, method.method, d, seed, method.device, method.overrides, data))
+            row.append(RunTask(run_id, method.name, method.method, d, seed, method.device, method.overrides, data,
+                               plugins=spec.plugins))
         tasks.extend(share_stage_ones(row, recipes, stage_ones))
     return tasks
 

@@ -10,6 +10,7 @@ starts after it. The study directory is described in ``docs/formats.md``.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bvkit.errors import BvkitError
+from bvkit.plugins import load_plugin
 from bvkit.study import store
 from bvkit.study.backends import check_backend, dispatch
 from bvkit.study.execution import (
@@ -40,8 +42,23 @@ def prepare(spec: StudySpec, study_dir: Path) -> tuple[Any, list[np.ndarray], li
         (study_dir / store.RUNS).mkdir(exist_ok=True)
         store.clean_leftovers(study_dir)
         store.write_if_changed(study_dir / "spec.toml", spec.text.encode("utf-8"))
+        _copy_plugins(spec, study_dir)
         store.save_subsets(study_dir / "subsets.npz", subsets)
     return data, subsets, plan_runs(spec, subsets)
+
+
+def _copy_plugins(spec: StudySpec, study_dir: Path) -> None:
+    """The spec's plugin modules beside its copy in the study directory, so that the directory's
+    own spec.toml finds them (workers, a later rerun): the code that made the runs stays with them."""
+    for name in spec.plugins:
+        source = load_plugin(name, [spec.folder])
+        if source is None:
+            continue
+        if source.name == "__init__.py":
+            shutil.copytree(source.parent, study_dir / source.parent.name, dirs_exist_ok=True,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        elif source.parent != study_dir.resolve():
+            store.write_if_changed(study_dir / f"{name.rpartition('.')[2]}.py", source.read_bytes())
 
 
 def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, backend: str = "loky",

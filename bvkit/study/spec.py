@@ -3,6 +3,7 @@
 ```toml
 name = "demo"                 # optional
 seeds = [0, 1, 2]             # optional: model seeds of every method (see below)
+plugins = ["lab_methods"]     # optional: modules registering your own methods (bvkit.plugins)
 
 [data]
 dataset = "cifar100-lt"       # required
@@ -23,6 +24,7 @@ epochs = 200
 batch_size = 128
 lr = 0.1
 device = "auto"              # auto, cpu, cuda, cuda:N
+precision = "auto"           # auto (bf16 where the hardware has it fast), bf16, fp32
 model_width = 16
 seed = 0                      # model seed of run d is seed + d ...
 pin_seed = false              # ... or seed for every run when true
@@ -60,7 +62,8 @@ from typing import Any
 from bvkit.data import list_datasets
 from bvkit.data.profiles import PROFILES
 from bvkit.errors import BvkitError
-from bvkit.methods import create_method, list_methods, named_overrides, parse_overrides
+from bvkit.plugins import load_plugins
+from bvkit.methods import PRECISIONS, create_method, list_methods, named_overrides, parse_overrides
 from bvkit.study.packs import PACK_MODES
 from bvkit.train.devices import DEVICE_NAMES, check_device
 
@@ -111,13 +114,15 @@ class MethodSpec:
     options: dict = field(default_factory=dict)
     pack: str = "auto"  # train runs of this method packed: auto (on CUDA only), always, never
     pack_size: int = 8
+    precision: str = "auto"  # the recipe's precision; "auto" adds no override, so run ids made before it stay
 
     @property
     def overrides(self) -> dict[str, Any]:
         """The recipe overrides of every run of this method: ``options`` and the named
         settings, as ``bvkit.methods`` keys (what the training call takes)."""
         return {**self.options, **named_overrides(epochs=self.epochs, batch_size=self.batch_size,
-                                                  lr=self.lr, model_width=self.model_width)}
+                                                  lr=self.lr, model_width=self.model_width,
+                                                  precision=None if self.precision == "auto" else self.precision)}
 
     def config(self) -> dict:
         """What defines the trained model (device and packing excluded: they change where and
@@ -129,6 +134,7 @@ class MethodSpec:
             "lr": self.lr,
             "model_width": self.model_width,
             "options": self.options,
+            **({"precision": self.precision} if self.precision != "auto" else {}),  # bf16 and fp32 differ
         }
 
 
@@ -141,6 +147,8 @@ class StudySpec:
     description: str = ""
     text: str = ""
     source: str = "spec.toml"
+    plugins: tuple[str, ...] = ()  # modules imported before anything runs (bvkit.plugins)
+    folder: str = "."  # where the spec's plugins are looked for first: the spec file's folder
 
     @property
     def n_subsets(self) -> int:
@@ -210,7 +218,10 @@ OPTIONS = Rule("be a table of recipe overrides", lambda v: isinstance(v, dict), 
 LABEL = Rule("use letters, digits, '.', '_', '+', '-' (it names files)",
              lambda v: isinstance(v, str) and bool(LABEL_PATTERN.match(v)))
 
-TOP = {"name": STRING, "description": TEXT, "seeds": SEEDS, "data": None, "subsets": None, "train": None,
+PLUGINS = Rule("be a list of module names", lambda v: isinstance(v, list) and all(
+    isinstance(m, str) and m and all(part.isidentifier() for part in m.split(".")) for m in v), tuple)
+
+TOP = {"name": STRING, "description": TEXT, "seeds": SEEDS, "plugins": PLUGINS, "data": None, "subsets": None, "train": None,
        "methods": None}  # None: a table checked with its own rules below
 DATA = {"dataset": STRING, "root": STRING, "imbalance": number(" >= 1", lambda v: v >= 1),
         "profile": one_of(PROFILES), "seed": integer(0), "n_max": integer(1)}
@@ -218,7 +229,7 @@ SUBSETS = {"scheme": one_of(RESAMPLING_SCHEMES + SEED_SCHEMES), "count": integer
            "fraction": number(" in (0, 1]", lambda v: 0 < v <= 1)}
 TRAIN = {"epochs": integer(1), "batch_size": integer(1), "lr": number(" > 0", lambda v: v > 0),
          "device": DEVICE, "model_width": integer(1), "seed": integer(0), "pin_seed": BOOLEAN,
-         "options": OPTIONS, "pack": one_of(PACK_MODES), "pack_size": integer(1)}
+         "options": OPTIONS, "pack": one_of(PACK_MODES), "pack_size": integer(1), "precision": one_of(PRECISIONS)}
 METHOD = {"name": LABEL, "method": STRING, "seeds": SEEDS, **TRAIN}
 
 
@@ -288,6 +299,9 @@ def _section(raw: dict, name: str) -> dict:
 
 def _study(raw: dict, text: str, source: str) -> StudySpec:
     top = check_table(raw, TOP, "top level")
+    plugins = top.get("plugins", ())
+    folder = str(Path(source).resolve().parent)
+    load_plugins(plugins, [folder])  # before the methods are checked: a plugin may register them
     data = DataSpec(**check_table(_section(raw, "data"), DATA, "[data]", required=("dataset",)))
     if data.dataset not in list_datasets():
         _fail("[data]", f"dataset {data.dataset!r} is unknown (known: {', '.join(list_datasets())})")
@@ -303,7 +317,7 @@ def _study(raw: dict, text: str, source: str) -> StudySpec:
         if labels.count(label) > 1:
             _fail("[[methods]]", f"name {label!r} is used twice (names label files and rows)")
     return StudySpec(data, subsets, tuple(methods), top.get("name", "study"), top.get("description", ""),
-                     text, source)
+                     text, source, plugins, folder)
 
 
 def _subsets(values: dict) -> SubsetSpec:
@@ -339,7 +353,8 @@ def _method(entry, index: int, defaults: dict, top_seeds: tuple, data: DataSpec,
         batch_size=settings.get("batch_size"), lr=settings.get("lr"), device=settings.get("device", "auto"),
         model_width=settings.get("model_width"), options=settings["options"],
         seeds=_seeds(values.get("seeds") or top_seeds, settings, subsets, where),
-        pack=settings.get("pack", "auto"), pack_size=settings.get("pack_size", 8))
+        pack=settings.get("pack", "auto"), pack_size=settings.get("pack_size", 8),
+        precision=settings.get("precision", "auto"))
     try:
         create_method(method.method, dataset=data.dataset, **method.overrides)
     except BvkitError as err:

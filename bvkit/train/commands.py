@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bvkit.data.profiles import ALL, SPLITS
 from bvkit.errors import BvkitError
+from bvkit.methods import PRECISIONS
 from bvkit.train.devices import DEVICE_NAMES
 
 
@@ -35,6 +36,9 @@ def register(subparsers) -> None:
     parser.add_argument("--lr", type=float, help="stage-one peak learning rate (default: the method's, 0.1)")
     parser.add_argument("--seed", type=int, default=0, help="seeds init, data order and augmentation")
     parser.add_argument("--device", default="auto", help=f"{DEVICE_NAMES} (auto: CUDA when present)")
+    parser.add_argument("--precision",
+                        help=f"{', '.join(PRECISIONS)}; auto (default): bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU (Ampere+) "
+                        "has fast bf16, else fp32; losses, BN statistics and the optimizer stay float32")
     parser.add_argument("--data-root", help="data directory (default: $BVKIT_DATA)")
     parser.add_argument("--n-max", type=int, help="images of the head class (default: the dataset's)")
     parser.add_argument("--model-width", type=int, help="base width of the CIFAR ResNet (16 for ResNet-32)")
@@ -54,6 +58,9 @@ def register(subparsers) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads for torch (1 avoids stalls on a busy machine)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per epoch on stderr")
     parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first (the current directory, then sys.path): it may register "
+                             "your own methods, models or losses; repeatable")
     parser.set_defaults(func=run_train)
 
     methods = subparsers.add_parser("methods", help="list the registered training methods")
@@ -70,12 +77,15 @@ def overrides_from_args(args) -> dict:
 
     return {**parse_overrides(args.set),
             **named_overrides(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                              model_width=args.model_width, experts=args.experts, teacher=args.teacher)}
+                              model_width=args.model_width, experts=args.experts, teacher=args.teacher,
+                              precision=args.precision)}
 
 
 def run_train(args: argparse.Namespace) -> int:
     from bvkit.methods import create_method
+    from bvkit.plugins import load_plugins
 
+    load_plugins(args.plugin, [Path.cwd()])
     recipe = create_method(args.method, dataset=args.dataset, **overrides_from_args(args))
     if args.data_root is not None and not Path(args.data_root).is_dir():
         raise BvkitError(f"data root not found: {args.data_root}")

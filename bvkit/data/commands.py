@@ -1,4 +1,5 @@
-"""``bvkit data describe``: per-class counts and shot splits of a long-tailed dataset.
+"""``bvkit data describe``: per-class counts and shot splits of a long-tailed dataset;
+``bvkit data fetch``: download CIFAR-10 / CIFAR-100 into the data root.
 
 Counts follow from the profile alone, so describing CIFAR-LT needs no data on disk; only
 the class names come from the files (indices stand in when they are absent).
@@ -22,7 +23,13 @@ from bvkit.data.profiles import (
     shot_splits,
     split_sizes,
 )
-from bvkit.data.sources import CIFAR, FASHION_MNIST_CLASSES, cifar_class_names
+from bvkit.data.sources import (
+    CIFAR,
+    FASHION_MNIST_CLASSES,
+    cifar_class_names,
+    data_root,
+    fetch_cifar,
+)
 from bvkit.errors import BvkitError
 
 
@@ -46,6 +53,15 @@ def register(subparsers) -> None:
     describe.add_argument("--data-root", default=None, help="data root (default $BVKIT_DATA or the user cache)")
     describe.add_argument("--json", action="store_true", help="print one JSON object")
     describe.set_defaults(func=run_describe)
+    fetch = commands.add_parser(
+        "fetch", help="download CIFAR-10 or CIFAR-100 into the data root",
+        description="Download the python release of CIFAR-10 or CIFAR-100 (train and test) "
+        "with torchvision into the data root, where every bvkit command looks for it. Files "
+        "already there with the official md5 are kept; others are downloaded again.")
+    fetch.add_argument("dataset", choices=sorted(CIFAR), metavar="DATASET",
+                       help=f"one of {', '.join(sorted(CIFAR))}")
+    fetch.add_argument("--data-root", default=None, help="data root (default $BVKIT_DATA or the user cache)")
+    fetch.set_defaults(func=run_fetch)
 
 
 def describe_dataset(dataset: str, imbalance: float = 100.0, profile: str = "exp",
@@ -114,4 +130,10 @@ def run_describe(args) -> int:
     print(f"{'class':>5}  {'name':<{width}}  {'count':>6}  split")
     for c, (name, count, split) in enumerate(zip(info["class_names"], info["counts"], info["class_splits"])):
         print(f"{c:>5}  {name:<{width}}  {count:>6}  {split}")
+    return 0
+
+
+def run_fetch(args) -> int:
+    print(f"fetching {args.dataset} into {data_root(args.data_root)}")
+    print(f"{args.dataset} ready in {fetch_cifar(args.dataset, args.data_root)}")
     return 0

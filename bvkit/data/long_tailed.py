@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from bvkit.data.imageset import ImageSet
 from bvkit.data.profiles import long_tail_counts, shot_splits
 from bvkit.data.sources import load_source
+from bvkit.data.synthetic import MINI_LT
 from bvkit.errors import BvkitError
 from bvkit.registry import Registry
 
@@ -27,6 +28,7 @@ class LongTailedSpec:
     n_classes: int
     mean: tuple[float, ...] | None  # None: computed from the pool
     std: tuple[float, ...] | None
+    options: dict = field(default_factory=dict)  # the source's own settings (a generator's look)
 
 
 DATASETS: Registry[LongTailedSpec] = Registry("dataset")
@@ -35,6 +37,8 @@ DATASETS.register("cifar100-lt", LongTailedSpec("cifar100", 500, 100, CIFAR_MEAN
 DATASETS.register("fashion-mnist-lt", LongTailedSpec("fashion-mnist", 6000, 10, FASHION_MNIST_MEAN,
                                                      FASHION_MNIST_STD))
 DATASETS.register("synthetic-lt", LongTailedSpec("synthetic", 500, 10, None, None))
+# the miniature of CIFAR-100-LT that `bvkit demo` trains on (docs/subsets.md, "Built-in datasets")
+DATASETS.register("mini-lt", LongTailedSpec("synthetic", 500, 20, None, None, MINI_LT))
 
 
 def list_datasets(pattern: str = "*") -> list[str]:
@@ -109,12 +113,13 @@ def make_long_tailed(dataset: str, imbalance: float = 100.0, profile: str = "exp
     """Load a dataset's balanced training pool and test set and cut the long-tailed training set.
 
     ``n_max`` defaults to the benchmark's head count (CIFAR-10 5000, CIFAR-100 500,
-    Fashion-MNIST 6000, synthetic 500; a larger synthetic ``n_max`` generates a larger pool).
+    Fashion-MNIST 6000, synthetic-lt and mini-lt 500; a larger ``n_max`` for a generated set
+    generates a larger pool). ``source_options`` go to the source (a generated set's look).
     """
     spec = dataset_spec(dataset)
     n_max = spec.n_max if n_max is None else int(n_max)
     if spec.source == "synthetic":
-        source_options = {"n_classes": spec.n_classes, **source_options}
+        source_options = {"n_classes": spec.n_classes, **spec.options, **source_options}
         counts = long_tail_counts(n_max, source_options["n_classes"], imbalance, profile)
         pool = load_source("synthetic", train=True, n_per_class=max(n_max, spec.n_max),
                            **source_options)

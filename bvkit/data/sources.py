@@ -2,7 +2,8 @@
 
 Every source returns an ``ImageSet`` (uint8 images in native size, int64 labels, class names).
 Files live under a data root: the ``root`` argument (``--data-root``), else ``$BVKIT_DATA``,
-else the user cache dir ("bvkit"). Nothing is downloaded unless ``download=True``.
+else the user cache dir ("bvkit"). Nothing is downloaded unless ``download=True`` (or
+``fetch_cifar``, behind ``bvkit data fetch``).
 """
 
 from __future__ import annotations
@@ -10,15 +11,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import socket
+import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from bvkit.data.imageset import ImageSet
 from bvkit.data.safe_pickle import load_pickle
-from bvkit.data.synthetic import make_synthetic
+from bvkit.data.synthetic import check_look, make_synthetic
 from bvkit.errors import BvkitError
 from bvkit.registry import Registry
 
@@ -135,13 +139,46 @@ def cifar_class_names(name: str, root=None) -> list[str] | None:
 
 
 def _download_torchvision(class_name: str, root: Path, **kw) -> None:
+    dataset_class = None
     try:
         import torchvision.datasets
 
-        getattr(torchvision.datasets, class_name)(str(root), download=True, **kw)
+        dataset_class = getattr(torchvision.datasets, class_name)
+        dataset_class(str(root), download=True, **kw)
     except Exception as err:  # noqa: BLE001 - offline, proxy, disk full...: one line for the user
         message = " ".join(str(err).split()) or type(err).__name__
-        raise BvkitError(f"could not download {class_name} into {root}: {message}") from None
+        url = getattr(dataset_class, "url", None)  # CIFAR's one archive (FashionMNIST has mirrors)
+        where = f" from {url}" if isinstance(url, str) else ""
+        if isinstance(url, str) and _is_network_error(err):
+            message += f" (cannot reach {urlsplit(url).hostname}: offline, or behind a proxy?)"
+        raise BvkitError(f"could not download {class_name}{where} into {root}: {message}") from None
+
+
+def _is_network_error(err: BaseException) -> bool:
+    """A DNS, connection or timeout failure, as opposed to, say, a full disk or an HTTP error
+    (which the host did answer)."""
+    return isinstance(err, (urllib.error.URLError, socket.gaierror, ConnectionError, TimeoutError)) \
+        and not isinstance(err, urllib.error.HTTPError)
+
+
+def fetch_cifar(name: str, root=None) -> Path:
+    """Download CIFAR-10 or CIFAR-100 (train and test) into the data root with torchvision;
+    return its folder. Files already there with the official md5 are kept (torchvision's check)."""
+    if name not in CIFAR:
+        raise BvkitError(f"unknown CIFAR dataset {name!r}; choose from {', '.join(CIFAR)}")
+    layout = CIFAR[name]
+    root = data_root(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise BvkitError(f"cannot create the data root {root}: {err.strerror or err}") from None
+    _download_torchvision(layout.torchvision_class, root, train=True)
+    folder = root / layout.folder
+    missing = [f for f, _ in layout.train_files + layout.test_files + (layout.meta_file,)
+               if not (folder / f).is_file()]
+    if missing:
+        raise BvkitError(f"{name}: the download left no {folder / missing[0]}")
+    return folder
 
 
 def _load_cifar(name: str, root, train: bool, download: bool, check_md5: bool) -> ImageSet:
@@ -155,8 +192,9 @@ def _load_cifar(name: str, root, train: bool, download: bool, check_md5: bool) -
     missing = [p for p in wanted if not p.is_file()]
     if missing:
         raise BvkitError(
-            f"{name} not found: missing {missing[0]}; put the python release under "
-            f"{root} (--data-root or BVKIT_DATA) or pass download=True when online"
+            f"{name} not found: missing {missing[0]}; run `bvkit data fetch {name} "
+            f"--data-root {root}` when online, or put the python release under {root} "
+            f"(--data-root or BVKIT_DATA)"
         )
     if check_md5:
         for file_name, md5 in files + (layout.meta_file,):
@@ -272,12 +310,14 @@ def load_fashion_mnist(root=None, train=True, download=False, check_md5=False) -
 @register_source("synthetic")
 def load_synthetic(root=None, train=True, download=False, check_md5=False, *,
                    n_per_class: int | None = None, n_classes: int = 10,
-                   world_seed: int = 0) -> ImageSet:
+                   world_seed: int = 0, **look) -> ImageSet:
     """Built-in generated images (see ``bvkit.data.synthetic``): 500 per class to train,
-    100 per class to test unless ``n_per_class`` says otherwise; nothing read from disk."""
+    100 per class to test unless ``n_per_class`` says otherwise; nothing read from disk.
+    ``look``: the generator's ``size``, ``modes``, ``noise`` and ``distractor``."""
     if n_per_class is None:
         n_per_class = 500 if train else 100
     if n_per_class < 1 or n_classes < 2:
         raise BvkitError(f"synthetic data needs n_per_class >= 1 and n_classes >= 2, "
                          f"got {n_per_class} and {n_classes}")
-    return make_synthetic(n_per_class, n_classes, train=train, world_seed=world_seed)
+    return make_synthetic(n_per_class, n_classes, train=train, world_seed=world_seed,
+                          **check_look(look))

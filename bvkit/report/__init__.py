@@ -3,9 +3,11 @@
 Every figure function takes pandas frames in :mod:`bvkit.decomposition`'s columns
 (``docs/formats.md``) and returns a matplotlib Figure (Agg backend), so a notebook can call
 them on its own data; the table functions return frames; :func:`study_frames` builds all the
-frames of a study; ``bvkit figures|table|report DIR`` wire them to a study directory.
+frames of a study; :func:`claims_table` checks the RIDE slides' claims on them
+(``docs/claims.md``); ``bvkit figures|table|report DIR`` wire them to a study directory.
 """
 
+from bvkit.report.claims import claims_summary, claims_table, format_claims, method_roles
 from bvkit.report.differences import (
     class_differences,
     class_order,
@@ -38,9 +40,11 @@ from bvkit.report.tables import (
 )
 
 __all__ = [
-    "Section", "StudyFrames", "accuracy_table", "add_split_bands", "class_differences",
-    "class_order", "expert_usage_summary", "format_accuracy_table", "format_key_insights",
-    "key_insights", "method_palette", "moving_average", "plot_class_difference",
+    "Section", "StudyFrames", "accuracy_table", "add_split_bands", "claims_summary",
+    "claims_table", "class_differences",
+    "class_order", "expert_usage_summary", "format_accuracy_table", "format_claims",
+    "format_key_insights",
+    "key_insights", "method_palette", "method_roles", "moving_average", "plot_class_difference",
     "plot_expert_usage", "plot_metric_overview", "plot_split_bars", "read_markdown",
     "render_report", "render_table", "save_figure", "smoothed_differences",
     "split_differences_from_comparison", "split_differences_from_samples", "study_frames",

@@ -32,9 +32,10 @@ def make_figures(study, *, bootstrap: int, seed: int, window: int | None = None)
     return made, notes
 
 
-def make_tables(study) -> tuple[dict, dict, list[str]]:
-    """(numeric tables, display tables, notes): accuracy (when metrics.csv exists), insights."""
-    from bvkit.report import tables
+def make_tables(study, *, bootstrap: int = 1000, seed: int = 0) -> tuple[dict, dict, list[str]]:
+    """(numeric tables, display tables, notes): accuracy (when metrics.csv exists), insights,
+    the slides' claims (``bootstrap`` resamples, ``seed``)."""
+    from bvkit.report import claims, tables
 
     numeric, shown, notes = {}, {}, []
     if study.metrics is not None:
@@ -48,6 +49,8 @@ def make_tables(study) -> tuple[dict, dict, list[str]]:
         if split not in set(numeric["insights"]["split"]):
             notes.append(f"key insights: the {split}-shot split has no classes; {side} columns left out")
     shown["insights"] = tables.format_key_insights(numeric["insights"])
+    numeric["claims"] = claims.claims_table(study, bootstrap=bootstrap, seed=seed)
+    shown["claims"] = claims.format_claims(numeric["claims"], study.reference)
     return numeric, shown, notes
 
 
@@ -56,6 +59,8 @@ TABLE_TITLES = {
     "insights": "Key insights: many-shot (head) and few-shot (tail) vs the reference "
                 "(Comparable when the bootstrap interval of the difference covers 0; "
                 "lower bias / variance is better)",
+    "claims": "The slides' claims on this study: holds / fails when every bootstrap interval "
+              "lies on the claimed / the other side of 0 (docs/claims.md)",
 }
 
 

@@ -30,8 +30,10 @@ def register(subparsers) -> None:
     table = subparsers.add_parser(
         "table", help="print and write a study's tables into DIR/tables/",
         description="The accuracy table (split accuracies from the decomposition of the "
-                    "predictions, MFLOPs from DIR/metrics.csv) and the key-insights table "
-                    "(verdicts from bootstrap intervals of the difference to the reference).")
+                    "predictions, MFLOPs from DIR/metrics.csv), the key-insights table "
+                    "(verdicts from bootstrap intervals of the difference to the reference) and "
+                    "the slides' claims, each holds / fails / inconclusive (docs/claims.md); "
+                    "--format latex writes booktabs tables for a paper.")
     _study_arguments(table)
     table.add_argument("--format", default="markdown", choices=("markdown", "csv", "latex"))
     table.set_defaults(func=run_table)
@@ -101,7 +103,7 @@ def run_table(args: argparse.Namespace) -> int:
     from bvkit.report import tables
 
     study = _load(args)
-    numeric, shown, notes = make_tables(study)
+    numeric, shown, notes = make_tables(study, bootstrap=args.bootstrap, seed=args.seed)
     out = study.directory / "tables"
     out.mkdir(exist_ok=True)
     chosen = numeric if args.format == "csv" else shown
@@ -120,7 +122,7 @@ def run_report(args: argparse.Namespace) -> int:
     study = _load(args)
     made, figure_notes = make_figures(study, bootstrap=args.bootstrap, seed=args.seed,
                                       window=args.window)
-    _, shown, table_notes = make_tables(study)
+    _, shown, table_notes = make_tables(study, bootstrap=args.bootstrap, seed=args.seed)
     page = report_page(study, made, figure_notes, shown, table_notes, bootstrap=args.bootstrap, seed=args.seed)
     out = args.out or study.directory / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)

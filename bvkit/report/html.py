@@ -19,9 +19,11 @@ figcaption { font-size: 0.9em; color: #555; }
 table { border-collapse: collapse; font-size: 0.9em; margin: 0.5em 0 1.5em; }
 th, td { border-bottom: 1px solid #ddd; padding: 0.25em 0.8em; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
-td.Better { background: #e3f2e1; } td.Worse { background: #f9e0df; }
+td.Better, td.HOLDS { background: #e3f2e1; } td.Worse, td.FAILS { background: #f9e0df; }
+td.INCONCLUSIVE, td.UNTESTABLE { background: #f3f3f3; }
 .note { color: #666; font-style: italic; }
 """
+VERDICT_CLASSES = ("Better", "Worse", "Comparable", "HOLDS", "FAILS", "INCONCLUSIVE", "UNTESTABLE")
 
 
 def png_data_uri(figure: Figure | bytes, dpi: int = 150) -> str:
@@ -34,14 +36,15 @@ def png_data_uri(figure: Figure | bytes, dpi: int = 150) -> str:
 
 
 def table_html(frame: pd.DataFrame, table_id: str) -> str:
-    """An HTML table; cells reading Better / Worse get that class (coloured)."""
+    """An HTML table; cells reading a verdict (Better / Worse / Comparable, a claim's HOLDS /
+    FAILS / INCONCLUSIVE / UNTESTABLE) get that class (coloured)."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for row in frame.itertuples(index=False):
         cells = []
         for value in row:
             text = html.escape(str(value))
-            css = f' class="{text}"' if text in ("Better", "Worse", "Comparable") else ""
+            css = f' class="{text}"' if text in VERDICT_CLASSES else ""
             cells.append(f"<td{css}>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<table id="{html.escape(table_id)}"><thead><tr>{head}</tr></thead>'

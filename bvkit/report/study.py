@@ -3,7 +3,7 @@ method's comparison to the reference, the runs' metrics and expert usage."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -38,6 +38,7 @@ class StudyFrames:
     split_accuracy: pd.DataFrame  # the decomposition's per_model: method, model, split, accuracy
     metrics: pd.DataFrame | None  # metrics.csv, when the study wrote one
     expert_usage: pd.DataFrame | None  # expert_usage.csv, routed RIDE runs only
+    recipes: dict = field(default_factory=dict)  # method -> its recipe (the spec's ``method``)
 
     @property
     def methods(self) -> list[str]:
@@ -56,7 +57,7 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
     """
     if loss not in LOSSES:
         raise BvkitError(f"unknown loss {loss!r} (choose {', '.join(LOSSES)})")
-    directory, sets, metrics, usage = _read(source)
+    directory, sets, metrics, usage, recipes = _read(source)
     parts = [decompose_file(pset, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few)
              for pset in sets]
     decomposition = Decomposition.concat(parts)
@@ -75,11 +76,13 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
         split_accuracy=decomposition.per_model,
         metrics=None if metrics.empty else metrics,
         expert_usage=None if usage.empty else usage,
+        recipes={m: recipes.get(m, m) for m in decomposition.methods},
     )
 
 
 def _read(source):
-    """(directory, prediction sets, metrics, expert usage) of a study or a plain folder."""
+    """(directory, prediction sets, metrics, expert usage, method -> recipe) of a study or a
+    plain folder (where a method's name is its recipe)."""
     if not isinstance(source, Study):
         directory = Path(source)
         if not directory.exists():
@@ -89,8 +92,10 @@ def _read(source):
         if not (directory / "spec.toml").is_file():
             sets = [load_predictions(path) for path in find_prediction_sets(directory)]
             return (directory, sets, read_table(directory / "metrics.csv"),
-                    read_table(directory / "expert_usage.csv"))
+                    read_table(directory / "expert_usage.csv"), {})
         source = load_study(directory)
     if not source.prediction_sets:
         raise BvkitError(f"{source.path}: no complete method has predictions yet")
-    return source.path, list(source.prediction_sets.values()), source.metrics, source.expert_usage
+    recipes = {m.name: m.method for m in source.spec.methods}
+    return (source.path, list(source.prediction_sets.values()), source.metrics,
+            source.expert_usage, recipes)

@@ -18,7 +18,7 @@ REAL_CIFAR10 = data_root() / "cifar-10-batches-py"
 
 
 def test_list_datasets():
-    assert list_datasets() == ["cifar10-lt", "cifar100-lt", "fashion-mnist-lt", "synthetic-lt"]
+    assert list_datasets() == ["cifar10-lt", "cifar100-lt", "fashion-mnist-lt", "mini-lt", "synthetic-lt"]
     assert list_datasets("cifar*") == ["cifar10-lt", "cifar100-lt"]
 
 

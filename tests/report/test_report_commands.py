@@ -108,8 +108,12 @@ def test_table_command_prints_parsable_markdown(run_cli, study_dir):
     frame = tables.read_markdown(text)
     assert list(frame["Method"]) == ["ldam", "ride-3"]
     assert frame.shape == (2, 7)
+    claims = tables.read_markdown((study_dir / "tables" / "claims.md").read_text())
+    assert list(claims.columns) == ["Claim", "Verdict", "Evidence"] and len(claims) == 6
+    assert set(claims["Verdict"]) <= {"HOLDS", "FAILS", "INCONCLUSIVE", "UNTESTABLE"}
     code, out, _ = run_cli("table", study_dir, "--format", "latex", *BOOTSTRAP)
     assert code == 0 and r"\begin{tabular}" in (study_dir / "tables" / "accuracy.tex").read_text()
+    assert r"\toprule" in (study_dir / "tables" / "claims.tex").read_text()
 
 
 @pytest.mark.slow
@@ -119,14 +123,16 @@ def test_report_command_embeds_everything(run_cli, study_dir, tmp_path):
     assert code == 0, err
     page = out_file.read_text()
     assert page.count("data:image/png;base64,") == 5
-    assert page.count("<table") == 2
+    assert page.count("<table") == 3  # accuracy, key insights, the slides' claims
+    assert "RIDE improves accuracy on all three splits" in page
+    assert any(f'class="{v}"' in page for v in ("HOLDS", "FAILS", "INCONCLUSIVE", "UNTESTABLE"))
     assert "src=\"http" not in page and "href=" not in page
     if CHROMIUM is None:
         pytest.skip("chromium not installed: page not rendered")
     dom = dump_dom_with_probe(out_file)
     widths = re.search(r'data-image-widths="([0-9,]*)"', dom).group(1).split(",")
     assert len(widths) == 5 and all(int(w) > 0 for w in widths)
-    assert dom.count("<table") == 2 and "Tail Variance" in dom
+    assert dom.count("<table") == 3 and "Tail Variance" in dom
     shot = np.asarray(Image.open(screenshot(out_file, tmp_path / "page.png")).convert("L"), float)
     assert shot.std() > 10 and (shot < 128).mean() > 0.002
 

@@ -116,8 +116,9 @@ def test_presets_cover_what_they_promise():
 
     assert demo_spec_path().read_text() == (REPO / "experiments" / "demo.toml").read_text()
     demo = load_spec(demo_spec_path())
-    assert demo.data.dataset == "synthetic-lt" and demo.subsets.count == 4
-    assert {m.method for m in demo.methods} == {"ce", "ldam-drw", "ride-ea"}
+    assert demo.data.dataset == "mini-lt" and demo.subsets.count == 5
+    assert {m.method for m in demo.methods} == {"ce", "crt", "ldam-drw", "ride-ea"}
+    assert [m.options.get("model_kwargs.num_experts") for m in demo.methods if m.method == "ride-ea"] == [3]
     analysis = load_spec(REPO / "experiments" / "cifar100_lt_bias_variance.toml")
     assert [m.method for m in analysis.methods] == ["ce", "crt", "tau-norm", "ldam-drw", "ride"]
     assert analysis.subsets.scheme == "redraw" and analysis.subsets.count == 10

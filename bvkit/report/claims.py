@@ -1,0 +1,205 @@
+"""The RIDE slides' six claims checked on a study: each holds, fails or is inconclusive, from
+paired bootstrap intervals of differences between methods (``docs/claims.md``).
+
+Every claim is a set of tests; a test is one signed quantity (a split mean of a per-class
+difference ``method - versus``, or a difference of two such split means) whose interval must
+lie on the claimed side of 0. Intervals come from :func:`bvkit.decomposition.compare.
+difference_replicates`, so every test of a study sees the same resampled test samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatch
+
+import numpy as np
+import pandas as pd
+
+from bvkit.data.profiles import SPLITS
+from bvkit.decomposition import bootstrap as bs
+from bvkit.decomposition.compare import difference_replicates
+from bvkit.decomposition.core import Decomposition
+from bvkit.errors import BvkitError
+
+HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE = "holds", "fails", "inconclusive", "untestable"
+RIDE_RECIPES = "ride*"  # a method whose recipe matches is "RIDE"; the others but the reference
+#                         are the re-balancing baselines
+CLAIM_COLUMNS = ["claim", "statement", "verdict", "method", "versus", "metric", "quantity",
+                 "expected", "estimate", "lo", "hi", "result"]
+
+
+@dataclass(frozen=True)
+class Test:
+    """``sum(weight * split mean of (method - versus) metric)`` expected to have ``sign``."""
+
+    method: str
+    versus: str
+    metric: str
+    weights: tuple[tuple[str, float], ...]  # (split, weight)
+    sign: int  # +1: claimed > 0, -1: claimed < 0
+    quantity: str
+
+
+def _each_split(metric, sign, name):
+    return lambda m, ref, roles: [Test(m, ref, metric, ((s, 1.0),), sign, f"{s}-shot {name}")
+                                  for s in SPLITS]
+
+
+# number -> (statement, whose claim it is, the tests of one of its methods)
+CLAIMS = {
+    1: ("the re-balancing baselines gain few-shot accuracy at the cost of many-shot accuracy "
+        "(vs the reference)", "baselines",
+        lambda m, ref, roles: [Test(m, ref, "accuracy", (("few", 1.0),), +1, "few-shot accuracy"),
+                               Test(m, ref, "accuracy", (("many", 1.0),), -1, "many-shot accuracy")]),
+    2: ("their bias reduction is greater on tail classes than on head classes", "baselines",
+        lambda m, ref, roles: [Test(m, ref, "bias", (("few", 1.0), ("many", -1.0)), -1,
+                                    "few-shot minus many-shot bias change")]),
+    3: ("their variance is increased throughout the class spectrum", "baselines",
+        _each_split("variance", +1, "variance")),
+    4: ("RIDE improves accuracy on all three splits", "ride", _each_split("accuracy", +1, "accuracy")),
+    5: ("RIDE decreases bias more than the other methods on few-shot classes", "ride",
+        lambda m, ref, roles: [Test(m, other, "bias", (("few", 1.0),), -1, "few-shot bias")
+                               for other in (ref, *roles["baselines"])]),
+    6: ("RIDE reduces variance throughout the class spectrum", "ride",
+        _each_split("variance", -1, "variance")),
+}
+GROUP_NAMES = {"baselines": "re-balancing baseline", "ride": "RIDE method"}
+
+
+def method_roles(recipes: dict, reference: str, *, ride=None, baselines=None) -> dict:
+    """``{"ride": [...], "baselines": [...]}``: RIDE is every method whose recipe matches
+    ``ride*``, the baselines every other method but ``reference``, unless given."""
+    methods = list(recipes)
+    for given in (ride, baselines):
+        unknown = [m for m in given or () if m not in methods]
+        if unknown:
+            raise BvkitError(f"unknown method {unknown[0]!r} for the claims "
+                             f"(methods: {', '.join(methods)})")
+    if ride is None:
+        ride = [m for m in methods if m != reference and fnmatch(str(recipes[m]), RIDE_RECIPES)]
+    if baselines is None:
+        baselines = [m for m in methods if m != reference and m not in ride]
+    if reference in [*ride, *baselines]:
+        raise BvkitError(f"the reference {reference!r} cannot also be a RIDE method or a baseline")
+    return {"ride": list(ride), "baselines": list(baselines)}
+
+
+def claims_table(study, *, ride=None, baselines=None, bootstrap: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> pd.DataFrame:
+    """One row per test of each claim (``CLAIM_COLUMNS``), the claim's verdict on every row.
+
+    ``study``: :class:`bvkit.report.StudyFrames`; ``ride`` / ``baselines`` override which
+    methods are RIDE and which the re-balancing baselines (default: read from the recipes).
+    A test holds when its ``level`` interval lies on the claimed side of 0, fails when it
+    lies on the other side, is inconclusive when it covers 0 and untestable when a split it
+    needs has no classes. A claim fails when any test fails, is untestable when it has no
+    method or a test is untestable, holds when every test holds, else is inconclusive.
+    """
+    bs.check_bootstrap(bootstrap, level)
+    if bootstrap < 1:
+        raise BvkitError("the claims need bootstrap intervals (bootstrap >= 1)")
+    reference = study.reference
+    recipes = study.recipes or {m: m for m in study.methods}
+    roles = method_roles(recipes, reference, ride=ride, baselines=baselines)
+    engine = _Differences(study, bootstrap, seed, level)
+    rows = []
+    for number, (statement, group, tests_of) in CLAIMS.items():
+        tests = [t for m in roles[group] for t in tests_of(m, reference, roles)]
+        results = [engine.test(t) for t in tests]
+        verdict = _claim_verdict([r[-1] for r in results])
+        head = {"claim": number, "statement": statement, "verdict": verdict}
+        if not tests:
+            rows.append({**head, "result": UNTESTABLE,
+                         "quantity": f"no {GROUP_NAMES[group]} in the study"})
+        for t, (estimate, lo, hi, result) in zip(tests, results):
+            rows.append({**head, "method": t.method, "versus": t.versus, "metric": t.metric,
+                         "quantity": t.quantity, "expected": "> 0" if t.sign > 0 else "< 0",
+                         "estimate": estimate, "lo": lo, "hi": hi, "result": result})
+    return pd.DataFrame(rows, columns=CLAIM_COLUMNS)
+
+
+def _claim_verdict(results: list[str]) -> str:
+    if FAILS in results:
+        return FAILS
+    if not results or UNTESTABLE in results:
+        return UNTESTABLE
+    return HOLDS if all(r == HOLDS for r in results) else INCONCLUSIVE
+
+
+class _Differences:
+    """Point estimates and paired bootstrap replicates of ``method - reference`` per class."""
+
+    def __init__(self, study, bootstrap: int, seed: int, level: float):
+        self.study, self.bootstrap, self.seed, self.level = study, bootstrap, seed, level
+        self.decomposition = Decomposition(study.per_sample, study.per_class, study.per_split)
+        classes = study.per_class[(study.per_class["method"] == study.reference)
+                                  & (study.per_class["loss"] == study.loss)]
+        self.split_of = classes["split"].to_numpy().astype(str)
+        self._cache = {}
+
+    def _vs_reference(self, method: str, metric: str):
+        """(class differences (C,), replicates (B, C)) of ``method - reference``."""
+        key = (method, metric)
+        if key not in self._cache:
+            frame = self.study.per_class
+            frame = frame[frame["loss"] == self.study.loss]
+            values = frame[frame["method"] == method][metric].to_numpy(float)
+            ref = frame[frame["method"] == self.study.reference][metric].to_numpy(float)
+            if method == self.study.reference:
+                reps = np.zeros((self.bootstrap, len(ref)))
+            else:
+                reps = difference_replicates(self.decomposition, method, self.study.reference,
+                                             metric, bootstrap=self.bootstrap, seed=self.seed,
+                                             loss=self.study.loss)
+            self._cache[key] = (values - ref, reps)
+        return self._cache[key]
+
+    def test(self, t: Test) -> tuple[float, float, float, str]:
+        diff, reps = self._vs_reference(t.method, t.metric)
+        other_diff, other_reps = self._vs_reference(t.versus, t.metric)
+        diff, reps = diff - other_diff, reps - other_reps
+        estimate, combined = 0.0, np.zeros(reps.shape[0])
+        for split, weight in t.weights:
+            members = self.split_of == split
+            if not members.any():
+                return np.nan, np.nan, np.nan, UNTESTABLE
+            estimate += weight * diff[members].mean()
+            combined += weight * reps[:, members].mean(axis=1)
+        lo, hi = (float(v[0]) for v in bs.intervals(combined[:, None], self.level))
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return float(estimate), lo, hi, UNTESTABLE
+        if lo <= 0.0 <= hi:
+            result = INCONCLUSIVE
+        else:
+            result = HOLDS if (lo > 0) == (t.sign > 0) else FAILS
+        return float(estimate), lo, hi, result
+
+
+def format_claims(table: pd.DataFrame, reference: str = "ce") -> pd.DataFrame:
+    """One row per claim: Claim, Verdict, Evidence (each test's estimate [interval] and result;
+    accuracy in percentage points)."""
+    rows = []
+    for number, part in table.groupby("claim", sort=True):
+        evidence = []
+        for r in part.itertuples(index=False):
+            if pd.isna(r.method):
+                evidence.append(str(r.quantity))
+                continue
+            versus = "" if r.versus == reference else f" vs {r.versus}"
+            numbers = ("no classes" if pd.isna(r.estimate) else
+                       f"{_number(r.estimate, r.metric)} [{_number(r.lo, r.metric)}, "
+                       f"{_number(r.hi, r.metric)}]")
+            evidence.append(f"{r.method}{versus} {r.quantity} {numbers} {r.result}")
+        rows.append({"Claim": f"{number}. {part['statement'].iloc[0]}",
+                     "Verdict": part["verdict"].iloc[0].upper(), "Evidence": "; ".join(evidence)})
+    return pd.DataFrame(rows, columns=["Claim", "Verdict", "Evidence"])
+
+
+def _number(value: float, metric: str) -> str:
+    return f"{100 * value:+.1f} pp" if metric == "accuracy" else f"{value:+.3f}"
+
+
+def claims_summary(table: pd.DataFrame) -> list[str]:
+    """One short line per claim ("1 holds: the re-balancing baselines gain ...")."""
+    return [f"  {number}. {part['verdict'].iloc[0].upper():<12} {part['statement'].iloc[0]}"
+            for number, part in table.groupby("claim", sort=True)]

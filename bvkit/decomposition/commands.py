@@ -1,4 +1,5 @@
-"""``bvkit decompose``: prediction files -> per-class / per-split CSVs and a printed table."""
+"""``bvkit decompose``: prediction files -> per-class / per-split CSVs (and parquet files when
+pyarrow is importable) and a printed table."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def register(subparsers) -> None:
             "Decompose each method's error into bias and variance per test sample, then per "
             "class and per shot split (many/medium/few/all). Writes OUT/per_class.csv and "
             "OUT/per_split.csv (long-form), and with --reference also "
-            "OUT/comparison_per_class.csv and OUT/comparison_per_split.csv."
+            "OUT/comparison_per_class.csv and OUT/comparison_per_split.csv; when pyarrow is "
+            "importable, each also as a .parquet file beside its CSV."
         ),
     )
     parser.add_argument(
@@ -38,7 +40,8 @@ def register(subparsers) -> None:
                         choices=[*LOSSES, "all"],
                         help="loss to decompose (default: squared, the Brier score)")
     parser.add_argument("--out", type=Path, default=Path("decomposition"), metavar="DIR",
-                        help="output directory (default: ./decomposition)")
+                        help="output directory (default: ./decomposition); CSV files, plus "
+                             ".parquet copies when pyarrow is importable")
     parser.add_argument("--many", type=int, default=MANY_SHOT,
                         help=f"classes with more training images are many-shot "
                              f"(default {MANY_SHOT})")
@@ -78,26 +81,40 @@ def run(args: argparse.Namespace) -> int:
         comparison = compare(result, args.reference, bootstrap=args.bootstrap, seed=args.seed,
                              level=args.level)
 
-    out = args.out
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        result.per_class.to_csv(out / "per_class.csv", index=False)
-        result.per_split.to_csv(out / "per_split.csv", index=False)
-        if comparison is not None:
-            comparison.per_class.to_csv(out / "comparison_per_class.csv", index=False)
-            comparison.per_split.to_csv(out / "comparison_per_split.csv", index=False)
-    except OSError as err:
-        raise BvkitError(f"cannot write to {out}: {err.strerror or err}") from None
+    frames = {"per_class": result.per_class, "per_split": result.per_split}
+    if comparison is not None:
+        frames.update(comparison_per_class=comparison.per_class,
+                      comparison_per_split=comparison.per_split)
+    written = write_frames(frames, args.out)
 
     print(table(result.per_split))
     if comparison is not None:
         print(f"\ndifference to {args.reference}:")
         print(table(comparison.per_split.drop(columns="reference")))
-    written = ["per_class.csv", "per_split.csv"]
-    if comparison is not None:
-        written += ["comparison_per_class.csv", "comparison_per_split.csv"]
-    print(f"\nwrote {', '.join(str(out / name) for name in written)}")
+    print(f"\nwrote {', '.join(str(path) for path in written)}")
     return 0
+
+
+def write_frames(frames: dict[str, pd.DataFrame], out: Path) -> list[Path]:
+    """Write each frame as ``out/<name>.csv``, and as ``out/<name>.parquet`` when pyarrow is
+    importable (parquet keeps the dtypes a CSV loses); return the paths written."""
+    writers = {".csv": pd.DataFrame.to_csv}
+    try:
+        import pyarrow  # noqa: F401 - only whether it is there
+    except ImportError:
+        pass
+    else:
+        writers[".parquet"] = pd.DataFrame.to_parquet
+    written = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, frame in frames.items():
+            for suffix, write in writers.items():
+                write(frame, out / f"{name}{suffix}", index=False)
+                written.append(out / f"{name}{suffix}")
+    except OSError as err:
+        raise BvkitError(f"cannot write to {out}: {err.strerror or err}") from None
+    return written
 
 
 def table(per_split: pd.DataFrame) -> str:

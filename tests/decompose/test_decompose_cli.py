@@ -1,5 +1,7 @@
 """``bvkit decompose``: outputs, and one clear line + exit 2 for every bad input."""
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -168,3 +170,35 @@ def test_unknown_loss_is_refused_by_argparse(run_cli, study):
     with pytest.raises(SystemExit) as exit_info:
         run_cli("decompose", study, "--loss", "hinge")
     assert exit_info.value.code == 2
+
+
+def test_cli_writes_parquet_beside_the_csvs_when_pyarrow_is_there(run_cli, study, tmp_path):
+    pytest.importorskip("pyarrow")
+    out = tmp_path / "pq"
+    code, stdout, stderr = run_cli("decompose", study, "--loss", "all", "--reference", "ce",
+                                   "--bootstrap", "10", "--out", out)
+    assert code == 0, stderr
+    names = ["per_class", "per_split", "comparison_per_class", "comparison_per_split"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{n}{suffix}" for n in names for suffix in (".csv", ".parquet"))
+    assert str(out / "per_split.parquet") in stdout
+    direct = bd.decompose_file(study / "predictions" / "ce.npz", loss="all").per_class
+    per_class = pd.read_parquet(out / "per_class.parquet")
+    mine = per_class[per_class["method"] == "ce"].reset_index(drop=True)
+    pd.testing.assert_frame_equal(mine[direct.columns], direct, check_dtype=True,
+                                  check_categorical=False)
+    assert per_class["class_name"].map(type).eq(str).all()  # a CSV reads "0" back as 0
+    for name in names:  # the same table in both files
+        parquet, csv = pd.read_parquet(out / f"{name}.parquet"), pd.read_csv(out / f"{name}.csv")
+        assert list(parquet.columns) == list(csv.columns) and len(parquet) == len(csv)
+        numbers = parquet.select_dtypes("number").columns
+        pd.testing.assert_frame_equal(parquet[numbers], csv[numbers], check_dtype=False)
+
+
+def test_cli_without_pyarrow_writes_the_csvs_alone(run_cli, study, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` now raises ImportError
+    out = tmp_path / "csv"
+    code, stdout, stderr = run_cli("decompose", study, "--out", out)
+    assert code == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == ["per_class.csv", "per_split.csv"]
+    assert "parquet" not in stdout

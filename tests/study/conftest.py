@@ -52,6 +52,13 @@ def fake_env(tmp_path, monkeypatch):
     return log
 
 
+@pytest.fixture
+def interrupt():
+    """``interrupt_after_checkpoint`` as a fixture: ``from conftest import`` would get whichever
+    test folder's conftest module was imported first (tests/train's undoes every patch)."""
+    return interrupt_after_checkpoint
+
+
 def interrupt_after_checkpoint(monkeypatch, run, stop=lambda content, count: count == 1):
     """Run ``run()`` and stop it as Ctrl-C would, right after the checkpoint for which
     ``stop(content, count)`` holds (``count`` numbers the checkpoints written, from 1).

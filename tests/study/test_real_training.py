@@ -159,8 +159,8 @@ def test_decoupled_runs_train_on_the_ce_backbone(tmp_path, counted):
         np.testing.assert_array_equal(a["logits"], b["logits"])
 
 
-def test_an_interrupted_study_resumes_without_retraining_its_backbone(tmp_path, counted, monkeypatch):
-    from conftest import interrupt_after_checkpoint
+def test_an_interrupted_study_resumes_without_retraining_its_backbone(tmp_path, counted, monkeypatch, interrupt):
+    interrupt_after_checkpoint = interrupt
 
     backbones, _ = counted
     spec = tmp_path / "spec.toml"

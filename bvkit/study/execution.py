@@ -55,11 +55,12 @@ class Outcome:
 def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: np.ndarray, seed: int = 0,
                  device: str = "auto", overrides: dict | None = None, imbalance: float = 100.0,
                  profile: str = "exp", data_root: str | None = None, n_max: int | None = None,
-                 stage_one: str | None = None, keep_stage_one: bool = False) -> dict:
+                 stage_one: str | None = None, keep_stage_one: bool = False, tensorboard: bool = False) -> dict:
     """Train ``method`` with the recipe ``overrides`` on the pool images ``train_indices`` of
     ``dataset``; returns metrics.json's content. ``stage_one``: a checkpoint to take stage one
     from (``bvkit.train.run.train``'s); ``keep_stage_one``: keep the stage-one weights as
-    ``out/checkpoint.pt`` (a later stage reuses them), else no checkpoint is kept.
+    ``out/checkpoint.pt`` (a later stage reuses them), else no checkpoint is kept;
+    ``tensorboard``: epoch scalars in ``out/tensorboard`` (``bvkit.train.tensorboard``).
 
     The shot splits stay those of the long-tailed set (its per-class counts); the loss sees the
     subset's own counts.
@@ -69,7 +70,7 @@ def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: n
     data = replace(_long_tailed(dataset, imbalance, profile, data_root, n_max),
                    train_indices=np.asarray(train_indices, dtype=np.int64))
     result = train(method, data, seed=seed, out=out, device=device, stage_one=stage_one, resume=False,
-                   progress=False, **(overrides or {}))
+                   progress=False, tensorboard=tensorboard, **(overrides or {}))
     _keep_checkpoint(Path(out), keep_stage_one)
     return result.metrics
 
@@ -77,9 +78,10 @@ def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: n
 def train_pack_subsets(method: str, dataset: str, outs: list, *, train_indices: list, seeds: list,
                        device: str = "auto", overrides: dict | None = None, imbalance: float = 100.0,
                        profile: str = "exp", data_root: str | None = None, n_max: int | None = None,
-                       keep_stage_one: list | None = None) -> list[dict]:
+                       keep_stage_one: list | None = None, tensorboard: bool = False) -> list[dict]:
     """``train_subset`` for several runs of one method at once, packed; metrics per run
-    (``keep_stage_one``: per run)."""
+    (``keep_stage_one``: per run). With ``tensorboard`` each run's epochs are written to its
+    ``out/tensorboard`` when the pack has finished (its runs train together)."""
     from bvkit.methods import create_method
     from bvkit.train.outputs import final_train_accuracy
     from bvkit.train.packing import PackMember, train_packed
@@ -93,6 +95,12 @@ def train_pack_subsets(method: str, dataset: str, outs: list, *, train_indices: 
         result.metrics["train_accuracy"] = final_train_accuracy(result.history, recipe)
         store.atomic_write_text(Path(result.out) / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
         _keep_checkpoint(Path(result.out), keep)
+        if tensorboard:
+            from bvkit.train.tensorboard import EpochScalars
+
+            scalars = EpochScalars(result.out)
+            scalars.write_history(result.history)
+            scalars.close()
     return [result.metrics for result in results]
 
 

@@ -49,12 +49,15 @@ class RunTask:
     stage_one: RunTask | None = None
     keeps_stage_one: bool = False
     plugins: tuple[str, ...] = ()  # the study's plugin modules: every worker imports them first
+    tensorboard: bool = False  # write epoch scalars for TensorBoard (not part of the run id)
 
     @property
     def kwargs(self) -> dict[str, Any]:
         """The run function's keyword arguments besides ``train_indices`` (also run.json's
-        ``settings``)."""
-        return {"seed": self.seed, "device": self.device, "overrides": self.overrides, **self.data}
+        ``settings``); ``tensorboard`` only when asked for, so a run function written
+        without it still fits."""
+        return {"seed": self.seed, "device": self.device, "overrides": self.overrides, **self.data,
+                **({"tensorboard": True} if self.tensorboard else {})}
 
 
 def indices_digest(indices: np.ndarray) -> str:
@@ -117,7 +120,7 @@ def plan_runs(spec: StudySpec, subsets: list[np.ndarray]) -> list[RunTask]:
             run_id = run_id_for(spec, method.config(), digests[d], seed,
                                 stage_ones[method.name] if two_stage else None)
             row.append(RunTask(run_id, method.name, method.method, d, seed, method.device, method.overrides, data,
-                               plugins=spec.plugins))
+                               plugins=spec.plugins, tensorboard=method.tensorboard))
         tasks.extend(share_stage_ones(row, recipes, stage_ones))
     return tasks
 

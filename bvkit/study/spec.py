@@ -25,6 +25,7 @@ batch_size = 128
 lr = 0.1
 device = "auto"              # auto, cpu, cuda, cuda:N
 precision = "auto"           # auto (bf16 where the hardware has it fast), bf16, fp32
+tensorboard = false           # epoch scalars in each run's tensorboard/ (not part of the run id)
 model_width = 16
 seed = 0                      # model seed of run d is seed + d ...
 pin_seed = false              # ... or seed for every run when true
@@ -115,6 +116,7 @@ class MethodSpec:
     pack: str = "auto"  # train runs of this method packed: auto (on CUDA only), always, never
     pack_size: int = 8
     precision: str = "auto"  # the recipe's precision; "auto" adds no override, so run ids made before it stay
+    tensorboard: bool = False  # epoch scalars in each run's tensorboard/ (logging: not in the run id)
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -229,7 +231,8 @@ SUBSETS = {"scheme": one_of(RESAMPLING_SCHEMES + SEED_SCHEMES), "count": integer
            "fraction": number(" in (0, 1]", lambda v: 0 < v <= 1)}
 TRAIN = {"epochs": integer(1), "batch_size": integer(1), "lr": number(" > 0", lambda v: v > 0),
          "device": DEVICE, "model_width": integer(1), "seed": integer(0), "pin_seed": BOOLEAN,
-         "options": OPTIONS, "pack": one_of(PACK_MODES), "pack_size": integer(1), "precision": one_of(PRECISIONS)}
+         "options": OPTIONS, "pack": one_of(PACK_MODES), "pack_size": integer(1), "precision": one_of(PRECISIONS),
+         "tensorboard": BOOLEAN}
 METHOD = {"name": LABEL, "method": STRING, "seeds": SEEDS, **TRAIN}
 
 
@@ -354,7 +357,7 @@ def _method(entry, index: int, defaults: dict, top_seeds: tuple, data: DataSpec,
         model_width=settings.get("model_width"), options=settings["options"],
         seeds=_seeds(values.get("seeds") or top_seeds, settings, subsets, where),
         pack=settings.get("pack", "auto"), pack_size=settings.get("pack_size", 8),
-        precision=settings.get("precision", "auto"))
+        precision=settings.get("precision", "auto"), tensorboard=settings.get("tensorboard", False))
     try:
         create_method(method.method, dataset=data.dataset, **method.overrides)
     except BvkitError as err:

@@ -57,6 +57,9 @@ def register(subparsers) -> None:
                         help="on CUDA, launch every step's kernels from Python instead of replaying a graph")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (1 avoids stalls on a busy machine)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per epoch on stderr")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write each epoch's scalars to OUT/tensorboard for TensorBoard "
+                             "(needs the tensorboard package: pip install 'bvkit[tensorboard]')")
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (the current directory, then sys.path): it may register "
@@ -95,6 +98,10 @@ def run_train(args: argparse.Namespace) -> int:
         raise BvkitError(f"stage-one checkpoint not found: {args.stage_one}")
     if recipe.teacher is not None and not Path(recipe.teacher).is_file():
         raise BvkitError(f"{args.method} needs an existing --teacher checkpoint, got {recipe.teacher or 'none'}")
+    if args.tensorboard:  # before any data is loaded
+        from bvkit.train.tensorboard import summary_writer_class
+
+        summary_writer_class()
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     if args.threads is not None:
         if args.threads < 1:
@@ -121,6 +128,7 @@ def run_train(args: argparse.Namespace) -> int:
         log=_stderr_line if args.verbose else None,
         cuda_graphs=not args.no_cuda_graphs,
         workers=args.workers,
+        tensorboard=args.tensorboard,
     )
     ddp.shutdown()  # under torchrun: all ranks leave the process group before the interpreter exits
     if int(os.environ.get("RANK", "0")) == 0:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bvkit.data.profiles import shot_splits, split_means, split_sizes
+from bvkit.data.profiles import ALL, SPLITS, shot_splits, split_means, split_sizes
 from bvkit.models import count_flops
 from bvkit.train.data import Tensors
 from bvkit.train.loop import module_of, predict
@@ -50,6 +50,28 @@ def part_accuracy(data, forward, part: str = "val") -> float | None:
     with _eval_mode(forward):
         logits = data.predict(forward, part)["logits"]
     return mean_class_accuracy(logits.argmax(1).numpy(), data.labels(part), len(data.class_names))
+
+
+@torch.no_grad()
+def validation_record(data, forward) -> dict[str, float | None]:
+    """An epoch's validation columns (``bvkit.train.loop.EpochRecord``): mean per-class
+    accuracy overall (``val_accuracy``) and per shot split of the training counts
+    (``val_many``, ...; None for a split without classes), and for a routed RIDE forward the
+    mean number of experts a validation image used (``val_experts``). All None without a
+    validation split."""
+    record: dict[str, float | None] = {"val_accuracy": None, **{f"val_{s}": None for s in SPLITS}, "val_experts": None}
+    if data.size("val") == 0:
+        return record
+    with _eval_mode(forward):
+        outputs = data.predict(forward, "val")
+    labels = data.labels("val")
+    by_class = per_class_accuracy(outputs["logits"].argmax(1).numpy(), labels, len(data.class_names))
+    means = split_means(by_class, shot_splits(np.asarray(data.counts)))
+    record["val_accuracy"] = means[ALL]
+    record.update({f"val_{s}": means[s] for s in SPLITS})
+    if "n_experts" in outputs:
+        record["val_experts"] = float(outputs["n_experts"].float().mean())
+    return record
 
 
 @torch.no_grad()

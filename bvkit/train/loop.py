@@ -60,7 +60,13 @@ class EpochRecord:
     lr: float
     images_per_s: float
     seconds: float
+    # validation (``bvkit.train.evaluation.validation_record``): mean per-class accuracy, the same
+    # per shot split of the training counts, and RIDE's mean experts per image when routed
     val_accuracy: float | None = None
+    val_many: float | None = None
+    val_medium: float | None = None
+    val_few: float | None = None
+    val_experts: float | None = None
 
 
 @dataclass
@@ -72,8 +78,9 @@ class LoopContext:
     sync_every: int = 20
     history: list = field(default_factory=list)
     checkpoint_extra: dict = field(default_factory=dict)
-    validate: Callable[[], float | None] | None = None
+    validate: Callable[[], dict | float | None] | None = None  # validation columns, or val_accuracy alone
     log: Callable[[str], None] | None = None
+    on_epoch: Callable[[dict], None] | None = None  # each epoch's record once appended (e.g. TensorBoard)
     cuda_graphs: bool = True  # replay each full batch's step from a CUDA graph where possible
 
 
@@ -124,6 +131,9 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
         elapsed = time.perf_counter() - started
         if phase.shard and ddp.active():  # report the whole global batch, not this rank's slice
             total_loss, total_correct, seen = ddp.sum_over_ranks(total_loss, total_correct, seen)
+        validation = ctx.validate() if ctx.validate else None
+        if not isinstance(validation, dict):
+            validation = {"val_accuracy": validation}
         record = EpochRecord(
             stage=phase.name,
             epoch=epoch + 1,
@@ -132,9 +142,11 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
             lr=lr,
             images_per_s=seen / max(elapsed, 1e-9),
             seconds=round(elapsed, 2),
-            val_accuracy=ctx.validate() if ctx.validate else None,
+            **validation,
         )
         ctx.history.append(record.__dict__)
+        if ctx.on_epoch is not None and ddp.is_main():
+            ctx.on_epoch(record.__dict__)
         if ctx.log is not None and ddp.is_main():
             ctx.log(format_record(record, epochs))
         if ctx.out is not None and ddp.is_main():

@@ -33,11 +33,12 @@ from bvkit.train.builders import (
 from bvkit.train.checkpoint import load_stage_one, load_state, restore_rng
 from bvkit.train.data import load_data, prepare_data
 from bvkit.train.devices import RUN_PRECISION, own_precision, resolve_device, resolve_precision
-from bvkit.train.evaluation import evaluate_model, part_accuracy
+from bvkit.train.evaluation import evaluate_model, validation_record
 from bvkit.train.loop import LoopContext, Phase, derive_seed, run_phase
 from bvkit.train.outputs import final_train_accuracy, resume_payload, resume_phase, run_metrics, write_outputs
 from bvkit.train.procedures import ProcedureEnv, get_procedure
 from bvkit.train.stages import run_stages
+from bvkit.train.tensorboard import EpochScalars
 
 
 @dataclass
@@ -70,6 +71,7 @@ def train(
     log=None,
     cuda_graphs: bool = True,
     workers: int | None = None,
+    tensorboard: bool = False,
     **overrides: Any,
 ) -> TrainResult:
     """Train ``method`` on ``dataset``: a name for ``make_long_tailed`` or a ``LongTailed``
@@ -84,7 +86,8 @@ def train(
     line per epoch. On CUDA each full batch's step is replayed from a CUDA graph
     (``bvkit.train.graphs``) unless ``cuda_graphs=False``. ``workers``: DataLoader processes
     per rank for file-list data (default: up to 8, the CPUs shared among local ranks); results
-    do not depend on it.
+    do not depend on it. ``tensorboard``: every epoch's record also as TensorBoard scalars in
+    ``out/tensorboard`` (``bvkit.train.tensorboard``; needs ``out``).
     """
     started = time.perf_counter()
     dataset_name = dataset if isinstance(dataset, str) else getattr(dataset, "name", None)
@@ -103,7 +106,8 @@ def train(
 
     run_key = {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed, "counts": train_counts.tolist()}
     payload = resume_payload(out, run_key) if resume else None
-    ctx = LoopContext(device=device, seed=seed, out=out, progress=progress, log=log, cuda_graphs=cuda_graphs)
+    ctx = LoopContext(device=device, seed=seed, out=out, progress=progress, log=log, cuda_graphs=cuda_graphs,
+                      on_epoch=_epoch_scalars(out) if tensorboard else None)
     if payload is not None:
         restore_rng(payload, device)
         ctx.history = json.loads(payload.get("history", "[]"))
@@ -150,8 +154,17 @@ def train(
                           train_accuracy=final_train_accuracy(ctx.history, recipe))
     if out is not None and ddp.is_main():
         write_outputs(out, metrics, labels, logits, np.asarray(data.counts), data.class_names, ctx.history)
+    if ctx.on_epoch is not None:
+        ctx.on_epoch.close()
     ddp.barrier()
     return TrainResult(recipe, model, metrics, logits, labels, ctx.history, out)
+
+
+def _epoch_scalars(out: Path | None):
+    """The TensorBoard writer of the run's epochs (on the main rank; other ranks write nothing)."""
+    if out is None:
+        raise BvkitError("tensorboard needs an output directory (out): the event files go to OUT/tensorboard")
+    return EpochScalars(out) if ddp.is_main() else None
 
 
 def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: LoopContext, payload) -> None:
@@ -164,7 +177,7 @@ def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: Loo
     phase = Phase("stage1", 0, model, forward, loss, optimizer, loader,
                   recipe_schedule(recipe, len(loader)), recipe.lr, set_modes=model.train)
     start = resume_phase(phase, payload)
-    ctx.validate = lambda: part_accuracy(data, model, "val")
+    ctx.validate = lambda: validation_record(data, model)
     run_phase(phase, recipe.epochs, ctx, start_epoch=start)
 
 

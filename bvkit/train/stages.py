@@ -22,7 +22,7 @@ from bvkit.registry import Registry
 from bvkit.train import ddp
 from bvkit.train.builders import make_optimizer
 from bvkit.train.decoupled import attach_crt, attach_lws, attach_tau_norm, classifier_weight, select_tau
-from bvkit.train.evaluation import part_accuracy
+from bvkit.train.evaluation import validation_record
 from bvkit.train.loop import LoopContext, Phase, derive_seed, run_phase, set_frozen_modes
 from bvkit.train.outputs import resume_phase, save_final_checkpoint
 from bvkit.train.routing import attach_routers, routing_loss
@@ -116,5 +116,5 @@ def _train_head(model, head, loss, stage: Stage, run: StageRun, forward=None, co
                   set_modes=lambda: set_frozen_modes(model, None), count_correct=count_correct, shard=False)
     start = resume_phase(phase, run.payload)
     validate_forward = model.route if hasattr(model, "route") else model
-    run.ctx.validate = lambda: part_accuracy(run.data, validate_forward, "val")
+    run.ctx.validate = lambda: validation_record(run.data, validate_forward)
     run_phase(phase, stage.epochs, run.ctx, start_epoch=start)

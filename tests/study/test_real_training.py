@@ -180,3 +180,28 @@ def test_an_interrupted_study_resumes_without_retraining_its_backbone(tmp_path, 
     crt = metrics[metrics["method"] == "crt"].sort_values("subset")
     ce = metrics[metrics["method"] == "ce"].sort_values("subset")
     assert list(crt["stage_one"]) == list(ce["run_id"])
+
+
+def test_tensorboard_in_a_spec_logs_every_run_and_keeps_the_run_ids(tmp_path, monkeypatch):
+    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from bvkit.study.planning import plan_runs
+    from bvkit.study.spec import load_spec
+
+    monkeypatch.delenv("BVKIT_STUDY_RUNNER", raising=False)
+    plain, logged = tmp_path / "plain.toml", tmp_path / "logged.toml"
+    ce_only = SPEC.split('[[methods]]\nname = "ride-2"')[0]
+    plain.write_text(ce_only)
+    logged.write_text(ce_only.replace("[train]\n", "[train]\ntensorboard = true\n"))
+    subsets = [np.arange(10), np.arange(5, 20)]
+    assert [t.run_id for t in plan_runs(load_spec(plain), subsets)] == \
+        [t.run_id for t in plan_runs(load_spec(logged), subsets)]  # logging is not part of what a run is
+    out = tmp_path / "study"
+    assert run_study(logged, out, log=None) == {"cached": 0, "ran": 2, "failed": 0}
+    for run in sorted(path for path in (out / "runs").iterdir() if path.is_dir()):
+        reader = accumulator.EventAccumulator(str(run / "tensorboard"))
+        reader.Reload()
+        history = pd.read_csv(run / "history.csv")
+        losses = [e.value for e in reader.Scalars("stage1/loss")]
+        np.testing.assert_allclose(losses, history.loc[history["stage"] == "stage1", "loss"], rtol=1e-6)
+    # the same spec without it finds those runs done
+    assert run_study(plain, out, log=None) == {"cached": 2, "ran": 0, "failed": 0}

@@ -83,6 +83,7 @@ def test_seeds_per_scheme():
     (BASE + "seeds = [1, 1, 2]\n", "seeds must be a list of at least 2 distinct integers"),
     (BASE + 'device = "gpu"\n', "device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"),
     (BASE + "epochs = 0\n", "epochs must be an integer >= 1, got 0"),
+    (BASE + 'tensorboard = "yes"\n', "tensorboard must be"),
     (BASE + "options = 3\n", "options must be a table"),
     (BASE.split("[[methods]]")[0], "[[methods]] must list at least one method"),
     (BASE.replace("[data]\ndataset", "[dat]\ndataset"), "top level has unknown key 'dat'"),

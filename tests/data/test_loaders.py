@@ -1,5 +1,3 @@
-import time
-
 import numpy as np
 import pytest
 import torch
@@ -176,27 +174,3 @@ def test_imageset_validation():
         ImageSet(np.zeros((2, 4, 4, 3), np.float32), np.zeros(2), ["a"])
     with pytest.raises(BvkitError, match="labels must lie in 0..0"):
         ImageSet(np.zeros((2, 4, 4, 3), np.uint8), np.array([0, 1]), ["a"])
-
-
-def test_augmentation_costs_far_less_than_a_training_step():
-    """Timed against a small conv net's forward + backward on the same batch, in the same
-    conditions, so a busy machine slows both alike (ResNet-32 is several times costlier)."""
-    x = batch(n=128)
-    augment, g = Augment(rotation=15), torch.Generator().manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
-
-    def step():
-        net(normalize(x)).sum().backward()
-
-    def best_of(fn, repeats=5):
-        fn()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    assert best_of(lambda: augment(x, g)) < 0.5 * best_of(step)

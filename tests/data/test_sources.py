@@ -1,7 +1,6 @@
 import os
 import pickle
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -190,11 +189,9 @@ def test_missing_fashion_mnist(tmp_path, monkeypatch):
         load_source("fashion-mnist", root=tmp_path)
 
 
-def test_synthetic_is_seeded_balanced_and_fast():
-    start = time.perf_counter()
+def test_synthetic_is_seeded_and_balanced():
     train = load_source("synthetic")
     test = load_source("synthetic", train=False)
-    elapsed = time.perf_counter() - start
     assert train.images.shape == (5000, 32, 32, 3) and train.images.dtype == np.uint8
     assert np.array_equal(train.class_counts(), [500] * 10)
     assert np.array_equal(test.class_counts(), [100] * 10)
@@ -203,7 +200,6 @@ def test_synthetic_is_seeded_balanced_and_fast():
     other_world = load_source("synthetic", train=False, world_seed=1)
     assert not np.array_equal(other_world.images, test.images)
     assert 60 < train.images.mean() < 200 and train.images.std() > 20
-    assert elapsed < 3.0  # about 0.5 s alone; generous for a shared CI machine
 
 
 @pytest.mark.skipif(not REAL_CIFAR10.is_dir(), reason="no CIFAR-10 copy in $BVKIT_DATA")

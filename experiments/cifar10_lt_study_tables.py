@@ -1,0 +1,84 @@
+"""Every table of the CIFAR-10-LT study's write-up, made by the toolkit's own commands on the
+committed study directory, into experiments/results/cifar10_lt_study_tables.md (the reading is
+written by hand in experiments/results/cifar10_lt_study.md, beside it).
+
+    python experiments/cifar10_lt_study_tables.py [--study experiments/results/cifar10_lt_study]
+
+Sections: the runs (epochs, final training accuracy, validation vs test accuracy, seconds,
+precision); then for the default shot split (> 100 / 20..100 / < 20 images: no few-shot class
+on CIFAR-10-LT at IF 100) and for ``--many 1000 --few 200`` (4 / 3 / 3 classes) the output of
+``bvkit table`` (accuracy, key insights, claims) and ``bvkit decompose --loss all``, each under
+the exact command that printed it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from bvkit.report.tables import to_markdown
+
+SPLITS = {"the default split (many > 100, few < 20 images)": [],
+          "--many 1000 --few 200 (head 5000-1077, medium 645-232, tail 139-50 images)": ["--many", "1000", "--few", "200"]}
+
+
+def bvkit(*args: str) -> tuple[str, str]:
+    """(the command line as a user types it, its standard output)."""
+    shown = [a for a in args]
+    if "--out" in shown:  # the CSVs go to a temporary folder: not part of the command a reader needs
+        i = shown.index("--out")
+        del shown[i:i + 2]
+    line = "bvkit " + " ".join(shlex.quote(a) for a in shown)
+    done = subprocess.run([sys.executable, "-m", "bvkit", *args], capture_output=True, text=True, check=True)
+    return line, done.stdout.rstrip()
+
+
+def runs_section(study: Path) -> list[str]:
+    metrics = pd.read_csv(study / "metrics.csv")
+    done = metrics[metrics["status"] == "done"]
+    per_method = done.groupby("method", sort=False).agg(
+        runs=("run_id", "size"), epochs=("epochs", "max"), train_accuracy=("train_accuracy", "mean"),
+        val_accuracy=("val_accuracy", "mean"), test_accuracy=("all", "mean"), test_std=("all", "std"),
+        seconds=("seconds", "sum"))
+    per_method["val_minus_test_pp"] = 100 * (per_method["val_accuracy"] - per_method["test_accuracy"])
+    lines = ["## The runs", "",
+             f"{len(done)} of {len(metrics)} runs done. Validation: mean per-class accuracy on the held-out "
+             "balanced validation images of the training pool; test: the balanced CIFAR-10 test set (10,000). "
+             "train_accuracy: the last epoch's, on augmented batches (empty for a method whose last stage "
+             "is a router or a fixed rescaling). seconds: wall-clock of the method's runs, summed (a run "
+             "that reuses a stage one counts only its own stage).", "",
+             to_markdown(per_method.round(4).reset_index()), ""]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="experiments/results/cifar10_lt_study")
+    parser.add_argument("--out", default="experiments/results/cifar10_lt_study_tables.md")
+    parser.add_argument("--bootstrap", default="1000")
+    args = parser.parse_args()
+    study = Path(args.study)
+    lines = ["# CIFAR-10-LT study: the tables", "",
+             f"Made by `python experiments/cifar10_lt_study_tables.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+             f"from `{study}` (the committed files only); bootstrap {args.bootstrap}, seed 0.", ""]
+    lines += runs_section(study)
+    for title, split_args in SPLITS.items():
+        lines += [f"## Shot split: {title}", ""]
+        command, output = bvkit("table", str(study), "--bootstrap", args.bootstrap, *split_args)
+        lines += [f"`{command}`", "", output, ""]
+        command, output = bvkit("decompose", str(study), "--loss", "all", *split_args,
+                                "--out", tempfile.mkdtemp(prefix="bvkit-decomposition-"))
+        lines += [f"`{command}`", "", "```", output, "```", ""]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

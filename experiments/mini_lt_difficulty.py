@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--padding", type=int, default=4, help="random-crop padding (the recipes' 4 is 1/8 of CIFAR's 32 px)")
     parser.add_argument("--out", default="experiments/results/mini_lt_difficulty")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json, train nothing")
     args = parser.parse_args()
     torch.set_num_threads(1)
     settings = {"model_kwargs.width": args.width, "model_kwargs.blocks": 1, "val_per_class": 10,
@@ -53,7 +54,7 @@ def main() -> None:
     out = Path(args.out)
     rows = json.loads(out.with_suffix(".json").read_text())["runs"] if out.with_suffix(".json").exists() else []
     load_before = round(os.getloadavg()[0], 2)
-    for look_text in args.looks:
+    for look_text in [] if args.report_only else args.looks:
         look = {**MINI_LT, **json.loads(look_text)}
         for imbalance in (float(i) for i in args.imbalances.split(",")):
             data = make_long_tailed("mini-lt", imbalance=imbalance, **look)

@@ -31,7 +31,7 @@ def _demo(args) -> int:
           f"({runs.get('ran', 0)} runs trained, {runs.get('cached', 0)} cached): {spec.description}.")
     print(f"Figures: {out / 'figures'}/ (per-class accuracy, bias and variance vs ce, classes "
           f"sorted by training count, many / medium / few bands); tables: {out / 'tables'}/.")
-    print(_training_line(out, spec))
+    print(_training_line(out))
     print("The RIDE slides' claims on this study (docs/claims.md; evidence in the claims table):")
     print("\n".join(claims_summary(result.claims)))
     print(f"\nEverything is in {out}/:")
@@ -43,7 +43,7 @@ def _demo(args) -> int:
     return 0
 
 
-def _training_line(out: Path, spec) -> str:
+def _training_line(out: Path) -> str:
     """How far the demo's models trained: epochs and mean final training accuracy per method."""
     import pandas as pd
 
@@ -53,4 +53,5 @@ def _training_line(out: Path, spec) -> str:
     shown = ", ".join(f"{method} {value:.2f}" for method, value in accuracy.items())
     return (f"Trained {'/'.join(map(str, epochs))} epochs each (mean final training accuracy: {shown}): as far as "
             "the demo's time allows, short of convergence, so these are a short schedule's verdicts "
-            "(docs/subsets.md).")
+            "(docs/subsets.md; for a longer one, raise `epochs` in a copy of experiments/demo.toml, "
+            "`bvkit study run` it and `bvkit report` it).")

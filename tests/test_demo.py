@@ -19,3 +19,13 @@ def test_the_demo_trains_the_papers_methods_on_mini_lt_with_five_subsets_or_more
     recipes = {m.method: m for m in spec.methods}
     assert {"ce", "ldam-drw", "ride-ea"} <= set(recipes) and {"crt", "tau-norm"} & set(recipes)
     assert recipes["ride-ea"].options["model_kwargs.num_experts"] == 3
+
+
+def test_the_demo_says_how_far_its_models_trained(tmp_path):
+    from bvkit.pipeline_commands import _training_line
+
+    (tmp_path / "metrics.csv").write_text(
+        "method,subset,epochs,train_accuracy\nce,0,30,0.70\nce,1,30,0.80\nride-ea-3,0,30,\n")
+    line = _training_line(tmp_path)
+    assert line.startswith("Trained 30 epochs each") and "ce 0.75" in line and "ride-ea-3" not in line
+    assert "short of convergence" in line

@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from interrupts import interrupt_after_checkpoint
 
 HERE = Path(__file__).parent
 REPO = HERE.parent.parent
@@ -54,29 +55,5 @@ def fake_env(tmp_path, monkeypatch):
 
 @pytest.fixture
 def interrupt():
-    """``interrupt_after_checkpoint`` as a fixture: ``from conftest import`` would get whichever
-    test folder's conftest module was imported first (tests/train's undoes every patch)."""
+    """``interrupt_after_checkpoint`` (tests/interrupts.py) as a fixture."""
     return interrupt_after_checkpoint
-
-
-def interrupt_after_checkpoint(monkeypatch, run, stop=lambda content, count: count == 1):
-    """Run ``run()`` and stop it as Ctrl-C would, right after the checkpoint for which
-    ``stop(content, count)`` holds (``count`` numbers the checkpoints written, from 1).
-    tests/train's helper (conftest modules of two test folders cannot import each other),
-    undoing only its own patch."""
-    from bvkit.train import loop
-
-    real_save = loop.save_checkpoint
-    count = 0
-
-    def save_then_stop(path, **content):
-        nonlocal count
-        real_save(path, **content)
-        count += 1
-        if stop(content, count):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run()
-    monkeypatch.setattr(loop, "save_checkpoint", real_save)

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from interrupts import interrupt_after_checkpoint  # noqa: F401  (the tests import it from here)
 
 # The test machine's 2 cores are shared: one intra-op thread avoids oversubscription stalls
 # (measured: a tiny training step takes ~0.06 s with 1 thread, 0.3-0.9 s with 2 under load).
@@ -33,24 +34,3 @@ def ride_stage_one_dir(tmp_path_factory, tiny_data):
     out = tmp_path_factory.mktemp("ride")
     train("ride", tiny_data, out=out, device="cpu", epochs=2, **TINY)
     return out
-
-
-def interrupt_after_checkpoint(monkeypatch, run, stop=lambda content, count: count == 1):
-    """Run ``run()`` and stop it as Ctrl-C would, right after the checkpoint for which
-    ``stop(content, count)`` holds (``count`` numbers the checkpoints written, from 1)."""
-    from bvkit.train import loop
-
-    real_save = loop.save_checkpoint
-    count = 0
-
-    def save_then_stop(path, **content):
-        nonlocal count
-        real_save(path, **content)
-        count += 1
-        if stop(content, count):
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        run()
-    monkeypatch.undo()

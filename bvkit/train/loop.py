@@ -28,7 +28,7 @@ from bvkit.train import ddp
 from bvkit.train.checkpoint import CHECKPOINT, rng_state, save_checkpoint
 from bvkit.train.devices import autocast, float_outputs
 from bvkit.train.graphs import graphed_step
-from bvkit.train.progress import progress_bar
+from bvkit.train.progress import progress_bar, write_progress
 from bvkit.train.schedule import Schedule
 
 
@@ -162,6 +162,7 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
                 history=json.dumps(ctx.history),
                 **ctx.checkpoint_extra,
             )
+            write_progress(ctx.out, record.__dict__, epochs)
     if graphed is not None:
         graphed.restore()
 

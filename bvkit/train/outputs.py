@@ -17,6 +17,7 @@ from bvkit.errors import BvkitError
 from bvkit.predictions import save_predictions
 from bvkit.train.checkpoint import CHECKPOINT, load_checkpoint, load_state, rng_state, save_checkpoint
 from bvkit.train.data import imbalance_of
+from bvkit.train.progress import clear_progress
 
 
 def run_metrics(method: str, data, imbalance: float, seed: int, epochs: int | None, evaluated: dict, *,
@@ -61,6 +62,7 @@ def write_outputs(out: Path, metrics: dict, labels, logits, counts, class_names,
                      logits=np.asarray(logits[None], dtype=np.float32),
                      train_counts=np.asarray(counts, dtype=np.int64), class_names=class_names)
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
+    clear_progress(out)  # the run is no longer in progress
 
 
 def save_final_checkpoint(out: Path, model, *, stage: int, stage_name: str, epoch: int, history: list,

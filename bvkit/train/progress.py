@@ -1,10 +1,17 @@
-"""A tqdm progress bar that stays quiet when stderr is not a terminal."""
+"""Where a run is: a tqdm progress bar that stays quiet when stderr is not a terminal, and
+``OUT/progress.json``, the last finished epoch of a run in progress (``bvkit study status``
+shows it for the runs in flight)."""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
+from pathlib import Path
 
 from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it warns even when disabled
+
+PROGRESS_FILE = "progress.json"
 
 
 def progress_bar(total: int, description: str, enabled: bool | None = None):
@@ -12,3 +19,23 @@ def progress_bar(total: int, description: str, enabled: bool | None = None):
     if enabled is None:
         enabled = sys.stderr.isatty()
     return tqdm(total=total, desc=description, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def write_progress(out: Path, record: dict, epochs: int) -> None:
+    """``out/progress.json``: the stage, ``epoch`` of ``epochs`` and that epoch's record, replaced
+    atomically after every epoch; the run's final outputs remove it (``clear_progress``)."""
+    tmp = out / f"{PROGRESS_FILE}.tmp"
+    tmp.write_text(json.dumps({**record, "epochs": int(epochs)}) + "\n")
+    os.replace(tmp, out / PROGRESS_FILE)
+
+
+def read_progress(out: Path) -> dict | None:
+    """``out/progress.json`` read back; None when there is none (or it cannot be read)."""
+    try:
+        return json.loads((Path(out) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def clear_progress(out: Path) -> None:
+    (Path(out) / PROGRESS_FILE).unlink(missing_ok=True)

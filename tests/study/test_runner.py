@@ -227,3 +227,23 @@ def test_identical_methods_share_their_runs(spec_file, tmp_path, counting):
     study = load_study(out)
     assert np.array_equal(study.predictions["CE"]["logits"], study.predictions["CE-again"]["logits"])
     assert len(study.metrics) == 9
+
+
+def test_status_shows_the_epoch_of_a_run_in_flight(spec_file, tmp_path, counting):
+    import shutil
+
+    from bvkit.train.progress import write_progress
+
+    out = tmp_path / "study"
+    run_study(spec_file, out, run_function=counting, log=quiet)
+    run_id = load_study(out).metrics["run_id"][0]
+    shutil.rmtree(store.run_dir(out, run_id))  # as if it had not finished: a process trains it now
+    live = store.temp_name(store.run_dir(out, run_id))
+    live.mkdir()
+    with store.file_lock(store.run_lock_path(out, run_id)):
+        assert "running starting" in " ".join(status_table(out).split())
+        write_progress(live, {"stage": "stage1", "epoch": 3, "loss": 1.0}, epochs=10)
+        table = status_table(out)
+    assert table.splitlines()[0] == "tiny: 6 runs: 5 done, 1 running"
+    line = next(line for line in table.splitlines() if run_id in line)
+    assert " ".join(line.split()[3:6]) == "running stage1 3/10"

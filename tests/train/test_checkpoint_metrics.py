@@ -1,10 +1,13 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from conftest import TINY, interrupt_after_checkpoint
 
 from bvkit.errors import BvkitError
+from bvkit.train import train
 from bvkit.train.checkpoint import load_checkpoint, save_checkpoint
 from bvkit.train.metrics import expert_usage_by_split, per_class_accuracy, split_accuracy
 
@@ -76,3 +79,16 @@ def test_expert_usage_shares_per_split():
     assert usage["many"] == [1.0, 0.0, 0.0]
     assert usage["few"] == [0.0, 0.5, 0.5]
     assert usage["medium"] is None
+
+
+def test_a_run_in_progress_says_its_epoch_and_a_finished_one_does_not(tmp_path, tiny_data, monkeypatch):
+    from bvkit.train.progress import read_progress
+
+    run = lambda: train("ce", tiny_data, out=tmp_path, device="cpu", epochs=3, **TINY)
+    # Ctrl-C right after epoch 2's checkpoint: the progress file, written after each checkpoint, says 1
+    interrupt_after_checkpoint(monkeypatch, run, stop=lambda content, count: count == 2)
+    progress = read_progress(tmp_path)
+    assert (progress["stage"], progress["epoch"], progress["epochs"]) == ("stage1", 1, 3)
+    run()
+    assert read_progress(tmp_path) is None
+    assert pd.read_csv(tmp_path / "history.csv").iloc[0]["loss"] == pytest.approx(progress["loss"])

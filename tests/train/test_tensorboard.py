@@ -103,3 +103,4 @@ def test_missing_package_is_one_line_exit_2(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "tensorboard" in lines[0] and "pip install 'bvkit[tensorboard]'" in lines[0]
     assert not (tmp_path / "out" / "history.csv").exists()
+

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    previous = _terminate_as_interrupt()
     try:
         load_entry_points()  # installed packages' plugins (group "bvkit.plugins") register first
         return int(args.func(args) or 0)
@@ -54,6 +55,26 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `bvkit ... | head` closed the pipe: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:  # the caller's handler back (main() may run inside a notebook or a test)
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt():
+    """``kill PID`` (SIGTERM) stops a command as Ctrl-C does: a study cancels its workers and
+    keeps every finished run; a job started in the background (which ignores SIGINT) can so be
+    stopped cleanly too. Returns the handler it replaced (None off the main thread)."""
+    import signal
+    import threading
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 def _version() -> str:

@@ -84,6 +84,31 @@ def test_sigkill_mid_study_then_resume(spec_file, tmp_path, fake_env, monkeypatc
     assert f"{len(finished)} cached" in stdout
 
 
+def test_sigterm_stops_a_two_job_study_like_ctrl_c_then_resume(spec_file, tmp_path, fake_env, monkeypatch):
+    psutil = pytest.importorskip("psutil")
+    monkeypatch.setenv("FAKE_SLEEP", "0.6")
+    out = tmp_path / "study"
+    process = study_cli("run", spec_file, "--out", out, "--jobs", "2", start_new_session=True)
+    deadline = time.time() + 60
+    while not list(out.glob("runs/*/metrics.json")):
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.02)
+    workers = psutil.Process(process.pid).children(recursive=True)
+    process.terminate()  # SIGTERM to the study's own process only, as `kill PID` sends it
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130 and "bvkit: interrupted" in stderr, stderr
+    assert "Traceback" not in stderr
+    _, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive, f"workers left running: {alive}"
+    finished = {p.parent.name for p in out.glob("runs/*/metrics.json")}
+    assert 1 <= len(finished) < 6
+    rerun = study_cli("run", spec_file, "--out", out)
+    stdout, stderr = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, stderr
+    assert_complete(out)
+    assert f"{len(finished)} cached" in stdout
+
+
 def test_two_processes_share_one_directory(spec_file, tmp_path, fake_env, monkeypatch):
     monkeypatch.setenv("FAKE_SLEEP", "0.4")
     out = tmp_path / "study"

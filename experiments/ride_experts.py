@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bvkit.data import make_long_tailed
 from bvkit.data.profiles import ALL, SPLITS, shot_splits, split_means
 from bvkit.methods import Recipe
 from bvkit.study import load_study
-from bvkit.study.execution import _long_tailed
 from bvkit.train.builders import build_model
 from bvkit.train.checkpoint import load_checkpoint, load_state
 from bvkit.train.data import prepare_data
@@ -55,7 +55,8 @@ def main() -> None:
         payload = load_checkpoint(checkpoint)
         recipe = Recipe.from_dict(payload["recipe"])
         RUN_PRECISION.set(resolve_precision(recipe.precision, device))
-        source = _long_tailed(spec.data.dataset, spec.data.imbalance, spec.data.profile, spec.data.root, spec.data.n_max)
+        source = make_long_tailed(spec.data.dataset, imbalance=spec.data.imbalance, profile=spec.data.profile,
+                                  root=spec.data.root, **({"n_max": spec.data.n_max} if spec.data.n_max else {}))
         data = prepare_data(source, recipe, run["seed"], device)
         model = build_model(recipe, len(data.class_names), data.in_channels, run["seed"], device)
         load_state(model, payload["model"], "RIDE model")

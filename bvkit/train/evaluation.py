@@ -28,7 +28,7 @@ def evaluate_model(model, routed, data) -> tuple[dict, np.ndarray, np.ndarray]:
     splits = shot_splits(counts)
     metrics = {
         "accuracy": split_means(per_class_accuracy(logits.argmax(1), labels, num_classes), splits),
-        "val_accuracy": part_accuracy(data, forward, "val"),
+        "val_accuracy": validation_record(data, forward)["val_accuracy"],
         "n_test": int(len(labels)),
         "split_sizes": split_sizes(splits),
     }
@@ -39,17 +39,6 @@ def evaluate_model(model, routed, data) -> tuple[dict, np.ndarray, np.ndarray]:
         usage = metrics["expert_usage"]["all"]
     metrics["mflops"] = measure_mflops(routed if routed is not None else model, data.image_size, usage)
     return metrics, labels, logits
-
-
-@torch.no_grad()
-def part_accuracy(data, forward, part: str = "val") -> float | None:
-    """Mean per-class accuracy of ``forward`` on a part of the run's data (None when empty),
-    the module behind ``forward`` in eval mode meanwhile."""
-    if data.size(part) == 0:
-        return None
-    with _eval_mode(forward):
-        logits = data.predict(forward, part)["logits"]
-    return mean_class_accuracy(logits.argmax(1).numpy(), data.labels(part), len(data.class_names))
 
 
 @torch.no_grad()

@@ -17,9 +17,10 @@ LOSS_CHOICES = LOSSES
 def register(subparsers) -> None:
     figures = subparsers.add_parser(
         "figures", help="render a study's figures into DIR/figures/",
-        description="Writes DIR/figures/accuracy_difference, bias, variance, splits and "
-                    "expert_usage (routed RIDE runs only): per-class accuracy / bias / variance "
-                    "vs the reference, per-split bars with intervals, expert assignment.")
+        description="Writes DIR/figures/accuracy_difference, bias, variance, splits, "
+                    "expert_usage (routed RIDE runs only) and training_curves (runs with a "
+                    "history.csv): per-class accuracy / bias / variance vs the reference, "
+                    "per-split bars with intervals, expert assignment, accuracy per epoch.")
     _study_arguments(figures)
     figures.add_argument("--format", default="png", metavar="FMT[,FMT]",
                          help="comma-separated: png, pdf, svg (default png)")

@@ -6,7 +6,8 @@ study); every band and error bar is an interval of the decomposition's one boots
 Artists carry ``gid`` tags so their data can be read back (tests do): ``classes:<method>``
 (per-class points), ``smooth:<method>`` (moving average), ``band:<method>`` (its bootstrap band),
 ``split:<split>`` (background span of a shot split), ``bar:<metric>:<method>:<split>``,
-``expert:<method>:<split>:<k>`` (share of samples using k experts).
+``expert:<method>:<split>:<k>`` (share of samples using k experts), ``curve:<metric>:<method>``
+and ``run:<metric>:<method>:<subset>`` (training curves).
 """
 
 from __future__ import annotations
@@ -337,6 +338,51 @@ def plot_expert_usage(expert_usage: pd.DataFrame, *, width: float | None = None,
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", frameon=False,
                ncols=min(max_experts, 6))
+    return fig
+
+
+CURVE_METRICS = {"accuracy": "training accuracy (%)", "val_accuracy": "validation accuracy (%)"}
+
+
+@paper_style
+def plot_training_curves(histories: pd.DataFrame, *, reference: str | None = None,
+                         palette: dict | None = None, width: float = PAGE_WIDTH,
+                         height: float = 2.4) -> Figure:
+    """Training curves: training and validation accuracy per epoch, counted from the start of
+    the model's training, one thin line per run and the mean over runs in bold. A method that
+    reuses a stage one (``reused`` rows of :func:`bvkit.study.reader.read_histories`) is drawn
+    from where its own stage starts, continuing the stage one's curve; a method without epochs
+    of its own (tau-norm's rescaling) has no line. Lines are tagged ``curve:<metric>:<method>``
+    (the mean) and ``run:<metric>:<method>:<subset>``."""
+    import seaborn as sns  # imports pyplot (not used: figures are bare Figures); load it late
+
+    require_columns(histories, ["method", "subset", "step", "reused"], "histories")
+    own = histories[~histories["reused"].astype(bool)]
+    if own.empty:
+        raise BvkitError("no run has epochs of its own to draw")
+    palette = palette or method_palette(histories["method"], reference)
+    methods = [m for m in method_order(own["method"], reference)]
+    fig = _figure(width, height)
+    axes = fig.subplots(1, len(CURVE_METRICS), sharex=True)
+    for ax, (metric, label) in zip(axes, CURVE_METRICS.items()):
+        data = own.dropna(subset=[metric]) if metric in own else own.iloc[:0]
+        data = data.assign(y=data[metric] * 100) if metric in data else data
+        for method in methods:
+            rows = data[data["method"] == method]
+            if rows.empty:
+                continue
+            before = len(ax.lines)
+            sns.lineplot(rows, x="step", y="y", units="subset", estimator=None, color=palette[method],
+                         linewidth=0.5, alpha=0.35, legend=False, ax=ax)
+            for line, subset in zip(ax.lines[before:], sorted(rows["subset"].unique()), strict=True):
+                line.set_gid(f"run:{metric}:{method}:{subset}")
+            mean = rows.groupby("step", as_index=False)["y"].mean()
+            sns.lineplot(mean, x="step", y="y", color=palette[method], linewidth=1.3, legend=False, ax=ax)
+            ax.lines[-1].set_gid(f"curve:{metric}:{method}")
+        ax.set_xlabel("epoch (from the start of the model's training)")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _legend(fig, methods, palette, ncols=min(len(methods), 6))
     return fig
 
 

@@ -1,5 +1,5 @@
 """A study's tidy frames for the figures and tables: its decomposition under one loss, each
-method's comparison to the reference, the runs' metrics and expert usage."""
+method's comparison to the reference, the runs' metrics, expert usage and training curves."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from bvkit.decomposition import (
 )
 from bvkit.errors import BvkitError
 from bvkit.report.differences import split_differences_from_comparison
-from bvkit.study.reader import Study, load_study, read_table
+from bvkit.study.reader import Study, load_study, read_histories, read_table
 
 DIFFERENCE_METRICS = ("accuracy", "error", "bias", "variance")
 
@@ -38,6 +38,7 @@ class StudyFrames:
     split_accuracy: pd.DataFrame  # the decomposition's per_model: method, model, split, accuracy
     metrics: pd.DataFrame | None  # metrics.csv, when the study wrote one
     expert_usage: pd.DataFrame | None  # expert_usage.csv, routed RIDE runs only
+    histories: pd.DataFrame | None = None  # the runs' history.csv (read_histories), where runs/ has them
     recipes: dict = field(default_factory=dict)  # method -> its recipe (the spec's ``method``)
 
     @property
@@ -57,7 +58,7 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
     """
     if loss not in LOSSES:
         raise BvkitError(f"unknown loss {loss!r} (choose {', '.join(LOSSES)})")
-    directory, sets, metrics, usage, recipes = _read(source)
+    directory, sets, metrics, usage, histories, recipes = _read(source)
     parts = [decompose_file(pset, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few)
              for pset in sets]
     decomposition = Decomposition.concat(parts)
@@ -76,13 +77,14 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
         split_accuracy=decomposition.per_model,
         metrics=None if metrics.empty else metrics,
         expert_usage=None if usage.empty else usage,
+        histories=None if histories.empty else histories,
         recipes={m: recipes.get(m, m) for m in decomposition.methods},
     )
 
 
 def _read(source):
-    """(directory, prediction sets, metrics, expert usage, method -> recipe) of a study or a
-    plain folder (where a method's name is its recipe)."""
+    """(directory, prediction sets, metrics, expert usage, training curves, method -> recipe)
+    of a study or a plain folder (where a method's name is its recipe)."""
     if not isinstance(source, Study):
         directory = Path(source)
         if not directory.exists():
@@ -91,11 +93,12 @@ def _read(source):
             raise BvkitError(f"{directory}: not a directory (expected a study directory)")
         if not (directory / "spec.toml").is_file():
             sets = [load_predictions(path) for path in find_prediction_sets(directory)]
-            return (directory, sets, read_table(directory / "metrics.csv"),
-                    read_table(directory / "expert_usage.csv"), {})
+            metrics = read_table(directory / "metrics.csv")
+            histories = read_histories(directory, metrics) if "run_id" in metrics else metrics.iloc[:0]
+            return directory, sets, metrics, read_table(directory / "expert_usage.csv"), histories, {}
         source = load_study(directory)
     if not source.prediction_sets:
         raise BvkitError(f"{source.path}: no complete method has predictions yet")
     recipes = {m.name: m.method for m in source.spec.methods}
     return (source.path, list(source.prediction_sets.values()), source.metrics,
-            source.expert_usage, recipes)
+            source.expert_usage, source.histories, recipes)

@@ -1,5 +1,5 @@
 """The one reader of a study directory (``docs/formats.md``): its spec, metrics.csv,
-expert_usage.csv, subsets.npz and predictions/, for notebooks, the report and the CLI.
+expert_usage.csv, subsets.npz, predictions/ and the runs' history.csv, for notebooks, the report and the CLI.
 
 Prediction files are read only through :mod:`bvkit.decomposition.io` (score arrays
 memory-mapped where the format allows). Neither torch nor the runner is imported.
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+HISTORY = "history.csv"
+
 
 def read_table(path: Path, columns=()) -> "pd.DataFrame":
     """A study's CSV as a frame; an empty one (with ``columns``) when absent or without rows."""
@@ -36,6 +38,33 @@ def read_table(path: Path, columns=()) -> "pd.DataFrame":
         return pd.DataFrame(columns=list(columns))
     except (pd.errors.ParserError, UnicodeDecodeError) as err:
         raise BvkitError(f"{path}: unreadable CSV ({str(err).splitlines()[0]})") from None
+
+
+def read_histories(directory: str | Path, metrics: "pd.DataFrame") -> "pd.DataFrame":
+    """Every finished run's training curve, tidy: one row per epoch with ``method``, ``subset``,
+    ``run_id``, ``step`` (1, 2, ... from the start of the model's training) and the columns of
+    its ``runs/<run_id>/history.csv``. A run that reuses a stage one (``stage_one`` in
+    metrics.csv) starts with that run's epochs, marked ``reused``, so cRT's curve is CE's
+    followed by its own. Empty when no run has a history file."""
+    import pandas as pd
+
+    directory = Path(directory)
+    done = metrics[metrics["status"] == "done"] if "status" in metrics else metrics
+    curves = []
+    for row in done.itertuples(index=False):
+        chain = [getattr(row, "stage_one", None), row.run_id]
+        parts = [read_table(store.run_dir(directory, run) / HISTORY).assign(reused=run != row.run_id)
+                 for run in chain if isinstance(run, str) and run]
+        parts = [part for part in parts if not part.empty]
+        if not parts:
+            continue
+        curve = pd.concat(parts, ignore_index=True)
+        curve.insert(0, "step", range(1, len(curve) + 1))
+        curve.insert(0, "run_id", row.run_id)
+        curve.insert(0, "subset", row.subset)
+        curve.insert(0, "method", row.method)
+        curves.append(curve)
+    return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["method", "subset", "run_id", "step", "reused"])
 
 
 class Study:
@@ -61,6 +90,11 @@ class Study:
     @property
     def expert_usage(self) -> "pd.DataFrame":
         return read_table(self.path / "expert_usage.csv", store.USAGE_COLUMNS)
+
+    @property
+    def histories(self) -> "pd.DataFrame":
+        """Every finished run's training curve (:func:`read_histories`)."""
+        return read_histories(self.path, self.metrics)
 
     @property
     def subsets(self) -> list[np.ndarray]:

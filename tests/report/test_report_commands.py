@@ -37,7 +37,7 @@ def study_dir(tmp_path_factory):
 def test_figures_command_writes_every_figure(run_cli, study_dir):
     code, out, err = run_cli("figures", study_dir, "--format", "png,pdf", *BOOTSTRAP)
     assert code == 0, err
-    names = ["accuracy_difference", "bias", "variance", "splits", "expert_usage"]
+    names = ["accuracy_difference", "bias", "variance", "splits", "expert_usage", "training_curves"]
     for name in names:
         png = study_dir / "figures" / f"{name}.png"
         assert str(png) in out
@@ -65,6 +65,22 @@ def test_study_figures_plot_the_decomposition(study_dir):
     for split in ("many", "medium", "few", "all"):
         assert bars[f"bar:bias:ride-3:{split}"] == pytest.approx(ride_split.loc[split, "bias"])
         assert bars[f"bar:accuracy:ride-3:{split}"] == pytest.approx(ride_split.loc[split, "accuracy"] * 100)
+
+
+def test_training_curves_draw_each_run_and_continue_a_reused_stage_one(study_dir):
+    study = study_frames(study_dir, bootstrap=20, seed=1)
+    fig = assembly.make_figures(study, bootstrap=20, seed=1, window=1)[0]["training_curves"]
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
+    for method, steps in (("ce", [1, 2, 3, 4]), ("ldam", [5, 6])):  # ldam reuses ce's 4 epochs
+        own = pd.concat(pd.read_csv(study_dir / "runs" / f"{method}-{d}" / "history.csv") for d in range(3))
+        mean = own.groupby("epoch")["val_accuracy"].mean().to_numpy() * 100
+        curve = lines[f"curve:val_accuracy:{method}"]
+        np.testing.assert_array_equal(curve.get_xdata(), steps)
+        np.testing.assert_allclose(curve.get_ydata(), mean)
+        run = pd.read_csv(study_dir / "runs" / f"{method}-1" / "history.csv")
+        np.testing.assert_allclose(lines[f"run:accuracy:{method}:1"].get_ydata(), run["accuracy"] * 100)
+    reused = study.histories[study.histories["run_id"] == "ldam-2"]
+    assert reused["reused"].tolist() == [True] * 4 + [False] * 2 and reused["step"].tolist() == [1, 2, 3, 4, 5, 6]
 
 
 def _arrays(study_dir, method):
@@ -122,7 +138,7 @@ def test_report_command_embeds_everything(run_cli, study_dir, tmp_path):
     code, out, err = run_cli("report", study_dir, "--out", out_file, *BOOTSTRAP)
     assert code == 0, err
     page = out_file.read_text()
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 6
     assert page.count("<table") == 3  # accuracy, key insights, the slides' claims
     assert "RIDE improves accuracy on all three splits" in page
     assert any(f'class="{v}"' in page for v in ("HOLDS", "FAILS", "INCONCLUSIVE", "UNTESTABLE"))
@@ -131,7 +147,7 @@ def test_report_command_embeds_everything(run_cli, study_dir, tmp_path):
         pytest.skip("chromium not installed: page not rendered")
     dom = dump_dom_with_probe(out_file)
     widths = re.search(r'data-image-widths="([0-9,]*)"', dom).group(1).split(",")
-    assert len(widths) == 5 and all(int(w) > 0 for w in widths)
+    assert len(widths) == 6 and all(int(w) > 0 for w in widths)
     assert dom.count("<table") == 3 and "Tail Variance" in dom
     shot = np.asarray(Image.open(screenshot(out_file, tmp_path / "page.png")).convert("L"), float)
     assert shot.std() > 10 and (shot < 128).mean() > 0.002
@@ -143,6 +159,7 @@ def test_missing_expert_usage_and_metrics_are_notes(run_cli, tmp_path):
     code, out, err = run_cli("figures", study, *BOOTSTRAP)
     assert code == 0
     assert "expert usage" in err and not (study / "figures" / "expert_usage.png").exists()
+    assert "training curves" in err and not (study / "figures" / "training_curves.png").exists()
     code, out, err = run_cli("table", study, *BOOTSTRAP)
     assert code == 0 and "no metrics.csv" in err and "Tail Acc" in out
 

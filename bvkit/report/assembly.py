@@ -96,7 +96,8 @@ def report_page(study, made: dict, figure_notes: list[str], shown: dict, table_n
             "where its own stage does", made["training_curves"])] if "training_curves" in made else []),
     ]
     subtitle = (f"{study.directory.resolve().name}: {len(study.methods)} methods "
-                f"({', '.join(study.methods)}), {loss} decomposition, reference {ref}, "
+                f"({', '.join(study.methods)}), {loss} decomposition, reference {ref}, shot "
+                f"splits many > {study.many}, few < {study.few} training images, "
                 f"{bootstrap} bootstrap resamples (seed {seed}).")
     page = render_report(f"bvkit report: {study.directory.resolve().name}", sections,
                          subtitle=subtitle)

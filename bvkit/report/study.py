@@ -38,6 +38,8 @@ class StudyFrames:
     split_accuracy: pd.DataFrame  # the decomposition's per_model: method, model, split, accuracy
     metrics: pd.DataFrame | None  # metrics.csv, when the study wrote one
     expert_usage: pd.DataFrame | None  # expert_usage.csv, routed RIDE runs only
+    many: int = MANY_SHOT  # the shot split's thresholds: many-shot > many, few-shot < few images
+    few: int = FEW_SHOT
     histories: pd.DataFrame | None = None  # the runs' history.csv (read_histories), where runs/ has them
     recipes: dict = field(default_factory=dict)  # method -> its recipe (the spec's ``method``)
 
@@ -77,7 +79,7 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
         split_accuracy=decomposition.per_model,
         metrics=None if metrics.empty else metrics,
         expert_usage=None if usage.empty else usage,
-        histories=None if histories.empty else histories,
+        histories=None if histories.empty else histories, many=many, few=few,
         recipes={m: recipes.get(m, m) for m in decomposition.methods},
     )
 

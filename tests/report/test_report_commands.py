@@ -139,6 +139,7 @@ def test_report_command_embeds_everything(run_cli, study_dir, tmp_path):
     assert code == 0, err
     page = out_file.read_text()
     assert page.count("data:image/png;base64,") == 6
+    assert "shot splits many &gt; 100, few &lt; 20 training images" in page
     assert page.count("<table") == 3  # accuracy, key insights, the slides' claims
     assert "RIDE improves accuracy on all three splits" in page
     assert any(f'class="{v}"' in page for v in ("HOLDS", "FAILS", "INCONCLUSIVE", "UNTESTABLE"))

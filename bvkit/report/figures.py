@@ -361,12 +361,16 @@ def plot_training_curves(histories: pd.DataFrame, *, reference: str | None = Non
     if own.empty:
         raise BvkitError("no run has epochs of its own to draw")
     palette = palette or method_palette(histories["method"], reference)
-    methods = [m for m in method_order(own["method"], reference)]
+    methods = method_order(own["method"], reference)
     fig = _figure(width, height)
     axes = fig.subplots(1, len(CURVE_METRICS), sharex=True)
     for ax, (metric, label) in zip(axes, CURVE_METRICS.items()):
-        data = own.dropna(subset=[metric]) if metric in own else own.iloc[:0]
-        data = data.assign(y=data[metric] * 100) if metric in data else data
+        ax.set_xlabel("epoch (from the start of the model's training)")
+        ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if metric not in own:
+            continue
+        data = own.dropna(subset=[metric]).assign(y=lambda frame: frame[metric] * 100)
         for method in methods:
             rows = data[data["method"] == method]
             if rows.empty:
@@ -379,9 +383,6 @@ def plot_training_curves(histories: pd.DataFrame, *, reference: str | None = Non
             mean = rows.groupby("step", as_index=False)["y"].mean()
             sns.lineplot(mean, x="step", y="y", color=palette[method], linewidth=1.3, legend=False, ax=ax)
             ax.lines[-1].set_gid(f"curve:{metric}:{method}")
-        ax.set_xlabel("epoch (from the start of the model's training)")
-        ax.set_ylabel(label)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(fig, methods, palette, ncols=min(len(methods), 6))
     return fig
 

@@ -5,7 +5,7 @@ written by hand in experiments/results/cifar10_lt_study.md, beside it).
     python experiments/cifar10_lt_study_tables.py [--study experiments/results/cifar10_lt_study]
 
 Sections: the runs (epochs, final training accuracy, validation vs test accuracy, seconds,
-precision); then for the default shot split (> 100 / 20..100 / < 20 images: no few-shot class
+precision); the backbones' curves at a few epochs and the test accuracy per subset; the logit scale of each method's test outputs; then for the default shot split (> 100 / 20..100 / < 20 images: no few-shot class
 on CIFAR-10-LT at IF 100) and for ``--many 1000 --few 200`` (4 / 3 / 3 classes) the output of
 ``bvkit table`` (accuracy, key insights, claims) and ``bvkit decompose --loss all``, each under
 the exact command that printed it; last, the claims table under the zero-one and the
@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from bvkit.report.tables import to_markdown
@@ -63,6 +64,46 @@ def runs_section(study: Path) -> list[str]:
     return lines
 
 
+def logit_scale_section(study: Path) -> list[str]:
+    """How peaked each method's test outputs are: the squared and cross-entropy terms measure
+    softmax outputs, so a method that shrinks its logits (tau-norm) shows less variance there."""
+    from bvkit.study import load_study
+
+    rows = []
+    for method, arrays in load_study(study).predictions.items():
+        logits = np.asarray(arrays["logits"], dtype=np.float64)
+        shifted = np.exp(logits - logits.max(-1, keepdims=True))
+        rows.append({"method": method, "logit_std": logits.std(-1).mean(),
+                     "top_probability": (shifted.max(-1) / shifted.sum(-1)).mean()})
+    return ["## Logit scale", "",
+            "Mean over the D models and test images of the standard deviation of an image's 10 "
+            "logits, and of its top softmax probability.", "",
+            to_markdown(pd.DataFrame(rows).round(3)), ""]
+
+
+def curves_section(study: Path, steps=(15, 32, 33, 40)) -> list[str]:
+    """Mean training / validation accuracy of each backbone at a few epochs (the lr drop and DRW
+    start at epoch 33 of 40), and the per-subset test accuracy of each method."""
+    from bvkit.study import load_study
+
+    loaded = load_study(study)
+    own = loaded.histories[lambda frame: ~frame["reused"].astype(bool) & frame["step"].isin(steps)]
+    curves = (own.groupby(["method", "step"])[["accuracy", "val_accuracy"]].mean() * 100).round(1)
+    per_subset = loaded.metrics.pivot(index="subset", columns="method", values="all") * 100
+    per_subset["ldam-drw - ce"] = per_subset["ldam-drw"] - per_subset["ce"]
+    per_subset["ride-3 - ldam-drw"] = per_subset["ride-3"] - per_subset["ldam-drw"]
+    return ["## Training curves at a few epochs", "",
+            f"Mean over the 5 runs of the training and validation accuracy (%) at epochs {steps} "
+            "of each method's own stage (runs/<run_id>/history.csv; cRT and the routers count on "
+            "from their backbone's 40).", "",
+            to_markdown(curves.reset_index()), "",
+            "## Test accuracy per subset (%)", "",
+            to_markdown(per_subset.round(2).reset_index()), "",
+            f"ldam-drw - ce: {per_subset['ldam-drw - ce'].mean():+.2f} ± {per_subset['ldam-drw - ce'].std():.2f}; "
+            f"ride-3 - ldam-drw: {per_subset['ride-3 - ldam-drw'].mean():+.2f} ± {per_subset['ride-3 - ldam-drw'].std():.2f} "
+            "(mean ± std over subsets).", ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", default="experiments/results/cifar10_lt_study")
@@ -74,6 +115,8 @@ def main() -> None:
              f"Made by `python experiments/cifar10_lt_study_tables.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              f"from `{study}` (the committed files only); bootstrap {args.bootstrap}, seed 0.", ""]
     lines += runs_section(study)
+    lines += curves_section(study)
+    lines += logit_scale_section(study)
     for title, split_args in SPLITS.items():
         lines += [f"## Shot split: {title}", ""]
         command, output = bvkit("table", str(study), "--bootstrap", args.bootstrap, *split_args)

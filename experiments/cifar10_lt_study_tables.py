@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bvkit.report.tables import to_markdown
+from bvkit.study.reader import Study, load_study
 
 SPLITS_ARGS_HEAD_TAIL = ["--many", "1000", "--few", "200"]
 SPLITS = {"the default split (many > 100, few < 20 images)": [],
@@ -64,13 +65,11 @@ def runs_section(study: Path) -> list[str]:
     return lines
 
 
-def logit_scale_section(study: Path) -> list[str]:
+def logit_scale_section(study: Study) -> list[str]:
     """How peaked each method's test outputs are: the squared and cross-entropy terms measure
     softmax outputs, so a method that shrinks its logits (tau-norm) shows less variance there."""
-    from bvkit.study import load_study
-
     rows = []
-    for method, arrays in load_study(study).predictions.items():
+    for method, arrays in study.predictions.items():
         logits = np.asarray(arrays["logits"], dtype=np.float64)
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         rows.append({"method": method, "logit_std": logits.std(-1).mean(),
@@ -81,15 +80,12 @@ def logit_scale_section(study: Path) -> list[str]:
             to_markdown(pd.DataFrame(rows).round(3)), ""]
 
 
-def curves_section(study: Path, steps=(15, 32, 33, 40)) -> list[str]:
+def curves_section(study: Study, steps=(15, 32, 33, 40)) -> list[str]:
     """Mean training / validation accuracy of each backbone at a few epochs (the lr drop and DRW
     start at epoch 33 of 40), and the per-subset test accuracy of each method."""
-    from bvkit.study import load_study
-
-    loaded = load_study(study)
-    own = loaded.histories[lambda frame: ~frame["reused"].astype(bool) & frame["step"].isin(steps)]
+    own = study.histories[lambda frame: ~frame["reused"].astype(bool) & frame["step"].isin(steps)]
     curves = (own.groupby(["method", "step"])[["accuracy", "val_accuracy"]].mean() * 100).round(1)
-    per_subset = loaded.metrics.pivot(index="subset", columns="method", values="all") * 100
+    per_subset = study.metrics.pivot(index="subset", columns="method", values="all") * 100
     per_subset["ldam-drw - ce"] = per_subset["ldam-drw"] - per_subset["ce"]
     per_subset["ride-3 - ldam-drw"] = per_subset["ride-3"] - per_subset["ldam-drw"]
     return ["## Training curves at a few epochs", "",
@@ -115,8 +111,9 @@ def main() -> None:
              f"Made by `python experiments/cifar10_lt_study_tables.py` on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              f"from `{study}` (the committed files only); bootstrap {args.bootstrap}, seed 0.", ""]
     lines += runs_section(study)
-    lines += curves_section(study)
-    lines += logit_scale_section(study)
+    loaded = load_study(study)  # read once for the sections computed here
+    lines += curves_section(loaded)
+    lines += logit_scale_section(loaded)
     for title, split_args in SPLITS.items():
         lines += [f"## Shot split: {title}", ""]
         command, output = bvkit("table", str(study), "--bootstrap", args.bootstrap, *split_args)

@@ -1,7 +1,9 @@
 """Prediction files, the contract between whatever trains models and the decomposition
 (``docs/formats.md``): ``labels (N,)`` int and exactly one of ``logits (D, N, C)``, ``probs (D,
-N, C)`` or ``preds (D, N)``, optionally ``train_counts (C,)`` and ``class_names (C,)``, as an
-uncompressed ``.npz`` or a directory of ``.npy`` files.
+N, C)`` or ``preds (D, N)``, optionally ``train_counts (C,)``, ``class_names (C,)`` and, for
+multi-expert models (RIDE), ``expert_logits (D, M, N, C)``: each of the M experts' own logits
+(``logits`` stays the model's real output), as an uncompressed ``.npz`` or a directory of
+``.npy`` files.
 
 This module writes them (the training run, the study and a user's own code all use
 ``save_predictions``); ``bvkit.decomposition.io`` reads them, memory-mapped. Pure numpy.
@@ -18,11 +20,11 @@ import numpy as np
 from bvkit.errors import BvkitError
 
 SCORE_KEYS = ("logits", "probs", "preds")
-OPTIONAL_KEYS = ("train_counts", "class_names")
+OPTIONAL_KEYS = ("train_counts", "class_names", "expert_logits")
 
 
 def save_predictions(path, labels, logits=None, probs=None, preds=None, train_counts=None,
-                     class_names=None) -> Path:
+                     class_names=None, expert_logits=None) -> Path:
     """Write a prediction set: an uncompressed ``.npz`` if ``path`` ends in ``.npz``, else a
     directory of ``.npy`` files. Each file is written to a temporary name and renamed, so a
     reader never sees a half-written file."""
@@ -35,23 +37,32 @@ def save_predictions(path, labels, logits=None, probs=None, preds=None, train_co
         arrays["train_counts"] = np.asarray(train_counts)
     if class_names is not None:
         arrays["class_names"] = np.asarray(class_names, dtype=str)
+    if expert_logits is not None:
+        experts = np.asarray(expert_logits)
+        scores = next(iter(given.values()))
+        if "logits" not in given or experts.ndim != 4 or experts.shape[:1] + experts.shape[2:] != np.shape(scores):
+            raise BvkitError(f"expert_logits must be (D, M, N, C) beside logits (D, N, C); got {experts.shape} "
+                             f"beside {next(iter(given))} {np.shape(scores)}")
+        arrays["expert_logits"] = experts
     for key, arr in arrays.items():
         if arr.dtype.hasobject:
             raise BvkitError(f"{key} is an object array; prediction files hold plain arrays only")
     if path.suffix == ".npz":
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, lambda f: np.savez(f, **arrays))
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     else:
         path.mkdir(parents=True, exist_ok=True)
         for stale in (*SCORE_KEYS, *OPTIONAL_KEYS):
             if stale not in arrays:
                 (path / f"{stale}.npy").unlink(missing_ok=True)
         for key, arr in arrays.items():
-            _atomic_write(path / f"{key}.npy", lambda f, a=arr: np.save(f, a))
+            atomic_write(path / f"{key}.npy", lambda f, a=arr: np.save(f, a))
     return path
 
 
-def _atomic_write(path: Path, write):
+def atomic_write(path: Path, write) -> None:
+    """Write ``path`` through ``write(file)`` to a temporary name and rename it: readers see the
+    old file or the new one, never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

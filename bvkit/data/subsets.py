@@ -132,17 +132,22 @@ def load_subsets(path: str | os.PathLike) -> list[np.ndarray]:
         raise BvkitError(f"cannot read subsets file {path}: {err}") from None
 
 
-def holdout_indices(data, per_class: int, seed: int = 0) -> np.ndarray:
+def holdout_indices(data, per_class: int, seed: int = 0, skip: int = 0) -> np.ndarray:
     """Up to ``per_class`` pool images per class outside the long-tailed training set, for
     validation (never the test set). A class whose count equals its pool size (CIFAR-100-LT's
-    head class) has none to give."""
-    if per_class < 0:
-        raise BvkitError(f"per_class must be >= 0, got {per_class}")
+    head class) has none to give.
+
+    Each class's unused images are put in one seeded random order and images ``skip`` to
+    ``skip + per_class`` of it are taken, so draws with the same seed and consecutive ranges
+    are disjoint samples of the same unused pool: ``skip=0`` is the validation set, ``skip``
+    = its size a second set that checks it (``bvkit.train.evaluation.validation_check``)."""
+    if per_class < 0 or skip < 0:
+        raise BvkitError(f"per_class and skip must be >= 0, got {per_class} and {skip}")
     rng = np.random.default_rng([int(seed), 1 << 20])
     free = np.ones(len(data.pool), dtype=bool)
     free[data.train_indices] = False
     chosen = []
     for c in range(data.n_classes):
         idx = np.flatnonzero(free & (data.pool.labels == c))
-        chosen.append(np.sort(rng.permutation(idx)[:per_class]))
+        chosen.append(np.sort(rng.permutation(idx)[skip:skip + per_class]))
     return np.concatenate(chosen).astype(np.int64)

@@ -2,7 +2,7 @@
 
 A prediction set holds ``labels (N,)`` int and exactly one of ``logits (D, N, C)``, ``probs (D,
 N, C)`` or ``preds (D, N)`` int, optionally ``train_counts (C,)`` int and ``class_names (C,)``
-(a unicode array). Everything is read with ``allow_pickle=False``.
+(a unicode array) and ``expert_logits (D, M, N, C)`` (multi-expert models). Everything is read with ``allow_pickle=False``.
 
 Scale: the score array of a directory (``logits.npy``...) and of an *uncompressed* ``.npz``
 (``np.savez``, what :func:`save_predictions` writes) is memory-mapped, so
@@ -42,6 +42,7 @@ class PredictionSet:
     train_counts: np.ndarray | None = None
     class_names: np.ndarray | None = None
     path: Path | None = None
+    expert_logits: np.ndarray | None = None  # (D, M, N, C): a multi-expert model's experts, memory-mapped
 
     def arrays(self) -> dict:
         """Keyword arguments for :func:`bvkit.decomposition.decompose`."""
@@ -103,7 +104,7 @@ def load_predictions(path, name=None) -> PredictionSet:
     return PredictionSet(
         name=name or method_name(path), labels=arrays["labels"], kind=kind,
         scores=arrays[kind], train_counts=arrays.get("train_counts"),
-        class_names=names, path=path)
+        class_names=names, path=path, expert_logits=arrays.get("expert_logits"))
 
 
 def _read_directory(path: Path) -> dict:
@@ -113,7 +114,7 @@ def _read_directory(path: Path) -> dict:
     for key in ("labels", *SCORE_KEYS, *OPTIONAL_KEYS):
         file = path / f"{key}.npy"
         if file.is_file():
-            mapped = key in SCORE_KEYS
+            mapped = key in (*SCORE_KEYS, "expert_logits")
             arrays[key] = _load_npy(file, mmap_mode="r" if mapped else None)
     return arrays
 
@@ -157,7 +158,7 @@ def _read_npz(path: Path) -> dict:
             for key in ("labels", *SCORE_KEYS, *OPTIONAL_KEYS):
                 if key not in infos:
                     continue
-                mapped = key in SCORE_KEYS and infos[key].compress_type == zipfile.ZIP_STORED
+                mapped = key in (*SCORE_KEYS, "expert_logits") and infos[key].compress_type == zipfile.ZIP_STORED
                 arrays[key] = _map_member(path, infos[key]) if mapped else npz[key]
     except ValueError as err:
         if "object" in str(err).lower() or "pickle" in str(err).lower():

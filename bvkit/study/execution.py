@@ -2,7 +2,10 @@
 
 Each run trains into ``runs/<id>.tmp-<host>-<pid>-<rand>/`` under an ``flock`` on
 ``runs/<id>.lock`` and is renamed to ``runs/<id>/`` only when complete, so an interrupted study
-loses at most the runs in flight, and two processes on one directory never train the same run.
+loses nothing finished, and two processes on one directory never train the same run. A run
+interrupted in flight leaves its temporary directory with the checkpoint of its last epoch; the
+next process that claims the run takes that directory over and resumes from it (the default run
+function; packs start again), so it loses at most the epoch in progress.
 
 A run that reuses another's stage one (``RunTask.stage_one``) starts from that run's checkpoint:
 the other run is trained first if nobody has (under its own lock, so a backbone is never
@@ -63,13 +66,14 @@ def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: n
     ``tensorboard``: epoch scalars in ``out/tensorboard`` (``bvkit.train.tensorboard``).
 
     The shot splits stay those of the long-tailed set (its per-class counts); the loss sees the
-    subset's own counts.
+    subset's own counts. A checkpoint already in ``out`` (a run interrupted in flight) is
+    resumed.
     """
     from bvkit.train.run import train
 
     data = replace(_long_tailed(dataset, imbalance, profile, data_root, n_max),
                    train_indices=np.asarray(train_indices, dtype=np.int64))
-    result = train(method, data, seed=seed, out=out, device=device, stage_one=stage_one, resume=False,
+    result = train(method, data, seed=seed, out=out, device=device, stage_one=stage_one, resume=True,
                    progress=False, tensorboard=tensorboard, **(overrides or {}))
     _keep_checkpoint(Path(out), keep_stage_one)
     return result.metrics
@@ -161,6 +165,16 @@ def execute(task: RunTask, train_indices: np.ndarray, study_dir: str, run_functi
                                 run_function=run_function)
 
 
+def execute_chain(tasks: list[RunTask], train_indices: list, study_dir: str, run_function: str | Callable | None,
+                  dataset: str, blocking: bool = False, not_before: float = 0.0) -> list[Outcome]:
+    """``execute`` for runs in turn in one worker: a backbone, then the runs that reuse its
+    stage one (``bvkit.study.runner.chains``), which so start as soon as it is done."""
+    outcomes: list[Outcome] = []
+    for task, indices in zip(tasks, train_indices):
+        outcomes.extend(execute(task, indices, study_dir, run_function, dataset, blocking, not_before))
+    return outcomes
+
+
 def _not_started(root: Path, task: RunTask, stage_one: Outcome, blocking: bool) -> Outcome:
     """The outcome of ``task`` when its stage one is held elsewhere ("busy") or failed (recorded
     as this run's failure too, so that the study's status names the cause)."""
@@ -215,9 +229,14 @@ def _train(root: Path, todo: list, dataset: str, run_function: str | Callable | 
     directories, then rename each into place; a failure is recorded per run (retried next time)."""
     tmps = []
     for task, _ in todo:
-        store.clean_run_leftovers(root, task.run_id)
+        interrupted = store.clean_run_leftovers(root, task.run_id)
         tmp = store.temp_name(store.run_dir(root, task.run_id))
-        tmp.mkdir(parents=True)
+        if interrupted is not None and len(todo) == 1:  # resumed from its last epoch's checkpoint
+            os.rename(interrupted, tmp)
+        else:
+            if interrupted is not None:
+                shutil.rmtree(interrupted, ignore_errors=True)
+            tmp.mkdir(parents=True)
         tmps.append(tmp)
     start = time.perf_counter()
     first = todo[0][0]

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 def metric_row(task: "RunTask", study_dir: Path) -> dict:
     """One metrics.csv row: the run's state, the run whose stage one it reuses (planned; when
     done, the one it did reuse) and, when done, its accuracies, MFLOPs, seconds, final
-    training accuracy, stage-one epochs and validation accuracy."""
+    training accuracy, stage-one epochs, validation accuracy and the validation check (the check
+    images' accuracy and the z of validation against them, ``bvkit.train.evaluation``)."""
     state, error = store.run_state(study_dir, task.run_id)
     row = {"method": task.label, "subset": task.subset, "seed": task.seed, "run_id": task.run_id,
            "status": state, "error": error, "stage_one": task.stage_one.run_id if task.stage_one else None}
@@ -33,6 +34,8 @@ def metric_row(task: "RunTask", study_dir: Path) -> dict:
         row["seconds"] = _first(metrics, ("seconds",), ("time", "seconds")) or info.get("seconds")
         row["stage_one"] = info.get("stage_one")
         row.update({key: metrics.get(key) for key in ("train_accuracy", "epochs", "val_accuracy")})
+        check = metrics.get("val_check") or {}
+        row.update(check_accuracy=check.get("check_accuracy"), val_check_z=check.get("z"))
     return row
 
 
@@ -96,14 +99,17 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
             if not runs or any(r["status"] != "done" for r in runs_rows):
                 target.unlink(missing_ok=True)
                 continue
-            logits = []
+            logits, experts = [], []
             for task in runs:
                 folder = store.run_dir(study_dir, task.run_id)
                 usage.extend(usage_rows(task, store.read_json(folder / "metrics.json")))
-                logits.append(_run_logits(folder, labels))
+                run_logits, run_experts = _run_logits(folder, labels)
+                logits.append(run_logits)
+                experts.append(run_experts)
             save_predictions(target, labels=labels, logits=np.stack(logits),
                              train_counts=np.asarray(train_counts, dtype=np.int64),
-                             class_names=np.asarray(class_names, dtype=str))
+                             class_names=np.asarray(class_names, dtype=str),
+                             expert_logits=_stacked_experts(experts))
             gathered.append(method.name)
         wanted = {f"{m.name}.npz" for m in spec.methods}
         for stale in out.glob("*.npz"):
@@ -120,7 +126,16 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
     return gathered
 
 
-def _run_logits(folder: Path, labels: np.ndarray) -> np.ndarray:
+def _stacked_experts(experts: list) -> np.ndarray | None:
+    """The runs' (M, N, C) expert logits stacked to (D, M, N, C) when every run has them with
+    the same number of experts, else None (a run trained before they were recorded)."""
+    if not experts or any(e is None for e in experts) or len({e.shape for e in experts}) != 1:
+        return None
+    return np.stack(experts)
+
+
+def _run_logits(folder: Path, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A run's (N, C) test logits and, for a multi-expert model, its (M, N, C) experts'."""
     from bvkit.decomposition.io import load_predictions  # the one prediction-file reader
 
     path = folder / "predictions.npz"
@@ -134,4 +149,7 @@ def _run_logits(folder: Path, labels: np.ndarray) -> np.ndarray:
         logits = logits[0]
     if not np.array_equal(run.labels, labels) or logits.shape[0] != len(labels):
         raise BvkitError(f"{path}: its test labels differ from the study's test set")
-    return np.asarray(logits)
+    experts = run.expert_logits
+    if experts is not None:
+        experts = np.asarray(experts[0] if experts.ndim == 4 else experts)
+    return np.asarray(logits), experts

@@ -116,9 +116,11 @@ class Study:
 
     @property
     def predictions(self) -> dict[str, dict[str, np.ndarray]]:
-        """method -> {"labels", "logits" (D, N, C), "train_counts", "class_names"} (complete
-        methods; the scores memory-mapped)."""
-        return {name: {key: value for key, value in pset.arrays().items() if value is not None}
+        """method -> {"labels", "logits" (D, N, C), "train_counts", "class_names"} and, for a
+        multi-expert method, "expert_logits" (D, M, N, C) (complete methods; the scores
+        memory-mapped)."""
+        return {name: {key: value for key, value in {**pset.arrays(), "expert_logits": pset.expert_logits}.items()
+                       if value is not None}
                 for name, pset in self.prediction_sets.items()}
 
     def accuracy(self) -> "pd.DataFrame":

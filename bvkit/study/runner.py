@@ -4,7 +4,8 @@ Runs are cached by content-addressed id (``bvkit.study.planning``) and trained u
 locks (``bvkit.study.execution``), so rerunning the same command resumes an interrupted study
 and two processes on one directory share its runs: a process skips a run another one holds,
 then waits for it at the end. A run that reuses another run's stage one (``bvkit.study.planning``)
-starts after it. The study directory is described in ``docs/formats.md``.
+runs in the same worker right after it (``chains``), so each subset's runs finish together, in
+plan order (subset-major). The study directory is described in ``docs/formats.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from bvkit.study.execution import (
     DEFAULT_RUN_FUNCTION,
     RUNNER_ENV,
     Outcome,
-    execute,
+    execute_chain,
     execute_pack,
     resolve_run_function,
 )
@@ -103,11 +104,11 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, b
         groups = [group for group in groups if group]
         if not groups:
             break
-        calls = [(execute, (g[0], subsets[g[0].subset], str(study_dir), run_function, spec.data.dataset, blocking,
-                            started)) if len(g) == 1 else
+        calls = [(execute_chain, (g, [subsets[t.subset] for t in g], str(study_dir), run_function,
+                                  spec.data.dataset, blocking, started)) if chained else
                  (execute_pack, (g, [subsets[t.subset] for t in g], str(study_dir), spec.data.dataset, blocking,
                                  started))
-                 for g in groups]
+                 for chained, g in chains(groups)]
         for result in dispatch(calls, jobs=jobs, backend=backend, scheduler=scheduler):
             for outcome in result:  # a run reusing a stage one reports that run's outcome too
                 settled = outcomes.get(outcome.run_id)
@@ -124,6 +125,26 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, b
     log(f"{spec.name}: {counts['ran']} trained, {counts['cached']} cached, {counts['failed']} failed; "
         f"results in {study_dir}")
     return counts
+
+
+def chains(groups: list[list[RunTask]]) -> list[tuple[bool, list[RunTask]]]:
+    """Dispatch units of the groups to train, in order: ``(True, runs)`` for single runs chained
+    to their backbone (a run and every later run that reuses its stage one, trained in turn by
+    one worker), ``(False, pack)`` for a pack. A chain sits where its first run was."""
+    units: list[tuple[bool, list[RunTask]]] = []
+    chain_of: dict[str, list[RunTask]] = {}
+    for group in groups:
+        if len(group) > 1:
+            units.append((False, group))
+            continue
+        task = group[0]
+        key = task.stage_one.run_id if task.stage_one is not None else task.run_id
+        if key in chain_of:
+            chain_of[key].append(task)
+        else:
+            chain_of[key] = [task]
+            units.append((True, chain_of[key]))
+    return units
 
 
 def _log_outcome(log, outcome: Outcome, done: int, total: int) -> None:

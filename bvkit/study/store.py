@@ -4,11 +4,13 @@
 DIR/spec.toml                 the spec, as given
 DIR/subsets.npz               "subset_0" ... : training indices (into data.pool) of run d
 DIR/runs/<run_id>/            one finished run (renamed from runs/<run_id>.tmp-* when complete):
-                              metrics.json, predictions.npz, history.csv, run.json, and
-                              checkpoint.pt where a later stage reuses its stage one
+                              metrics.json, predictions.npz, history.csv, run.json,
+                              heldout.npz, snapshots.npz (stage one's), and checkpoint.pt
+                              where a later stage reuses its stage one
 DIR/runs/<run_id>.failed      the last error of a failed run, one line (retried on the next run)
 DIR/runs/<run_id>.lock        held while a process trains that run
-DIR/predictions/<method>.npz  labels, logits (D, N, C), train_counts, class_names
+DIR/predictions/<method>.npz  labels, logits (D, N, C), train_counts, class_names (and
+                              expert_logits (D, M, N, C) for a multi-expert method)
 DIR/metrics.csv               one row per run
 DIR/expert_usage.csv          routed runs only: method, subset, split, n_experts, share
 DIR/.lock                     held while writing the shared files above
@@ -37,7 +39,7 @@ RUNS = "runs"
 PREDICTIONS = "predictions"
 ACCURACY_KEYS = (ALL, *SPLITS)  # metrics.csv's accuracy columns, in their order
 METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", *ACCURACY_KEYS, "mflops", "seconds", "error",
-                  "stage_one", "train_accuracy", "epochs", "val_accuracy")
+                  "stage_one", "train_accuracy", "epochs", "val_accuracy", "check_accuracy", "val_check_z")
 USAGE_COLUMNS = ("method", "subset", "split", "n_experts", "share")
 
 
@@ -133,17 +135,32 @@ def run_state(study_dir: Path, run_id: str) -> tuple[str, str]:
     return "pending", ""
 
 
-def clean_run_leftovers(study_dir: Path, run_id: str) -> None:
-    """Remove half-written run directories; call only while holding the run's lock."""
-    for leftover in (study_dir / RUNS).glob(f"{run_id}{TMP_MARK}*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+RESUMABLE = "checkpoint.pt"  # a run's epoch checkpoint (``bvkit.train.checkpoint.CHECKPOINT``)
+
+
+def resumable(tmp: Path) -> bool:
+    """A run's temporary directory that an interrupted process left with an epoch checkpoint."""
+    return tmp.is_dir() and (tmp / RESUMABLE).is_file()
+
+
+def clean_run_leftovers(study_dir: Path, run_id: str) -> Path | None:
+    """Remove the run's half-written directories but the newest resumable one, which is
+    returned (the run continues from its checkpoint); call only while holding the run's lock."""
+    leftovers = sorted((study_dir / RUNS).glob(f"{run_id}{TMP_MARK}*"),
+                       key=lambda tmp: (tmp / RESUMABLE).stat().st_mtime if resumable(tmp) else -1.0)
+    keep = leftovers[-1] if leftovers and resumable(leftovers[-1]) else None
+    for leftover in leftovers:
+        if leftover != keep:
+            shutil.rmtree(leftover, ignore_errors=True)
+    return keep
 
 
 def clean_leftovers(study_dir: Path) -> list[Path]:
     """Remove what interrupted processes left behind; call while holding the directory lock.
 
     A run's temporary directory is removed only if nobody holds that run's lock (a live
-    process may be training into it); temporary files of atomic writes are only ever written
+    process may be training into it) and it holds no epoch checkpoint of a run not yet done (an
+    interrupted run resumes from it, ``clean_run_leftovers``); temporary files of atomic writes are only ever written
     under the directory lock, so any found now are stale.
     """
     removed = []
@@ -151,7 +168,7 @@ def clean_leftovers(study_dir: Path) -> list[Path]:
     if runs.is_dir():
         for tmp in runs.glob(f"*{TMP_MARK}*"):
             run_id = tmp.name.split(TMP_MARK)[0]
-            if not tmp.is_dir():
+            if not tmp.is_dir() or (resumable(tmp) and not is_done(study_dir, run_id)):
                 continue
             with file_lock(run_lock_path(study_dir, run_id), blocking=False) as free:
                 if free:

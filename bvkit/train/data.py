@@ -10,7 +10,11 @@ training loader, predictions over a part, its labels), for the two kinds of data
   iNat's official val list. Under torchrun each rank loads only its slice of every batch and
   evaluation is split over the ranks and gathered.
 
-The validation split never touches the test set (``validation_split``, ``docs/subsets.md``).
+The validation split never touches the test set (``validation_split``, ``docs/subsets.md``). A
+device-resident set also holds a *check* part: up to ``CHECK_PER_CLASS`` further unused pool
+images per class, drawn like the validation images and disjoint from them, evaluated once at the
+end of a run to test that the validation set behaves like the pool it was drawn from
+(``bvkit.train.evaluation.validation_check``); nothing is ever chosen on it.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from bvkit.train import ddp
 from bvkit.train.loop import module_of, predict, predict_batches
 
 EVAL_BATCH = 256
+CHECK_PER_CLASS = 500  # unused pool images per class that check the validation set (where the pool has them)
 LIST_AUGMENT = ("size", "resize")
 
 
@@ -56,8 +61,8 @@ class Tensors:
 
 @dataclass
 class DeviceData:
-    """A long-tailed set held on the device: training and validation images cut from the
-    pool, and the balanced test set, all uint8 ``Tensors``."""
+    """A long-tailed set held on the device: training, validation and check images cut from
+    the pool, and the balanced test set, all uint8 ``Tensors``."""
 
     name: str
     class_names: list
@@ -72,6 +77,8 @@ class DeviceData:
     source: Any = None  # the LongTailed (procedures)
     train_idx: np.ndarray | None = None  # into source.pool
     val_idx: np.ndarray | None = None
+    check_set: Tensors | None = None  # unused pool images beyond the validation draw (module doc)
+    check_idx: np.ndarray | None = None
 
     @property
     def in_channels(self) -> int:
@@ -82,10 +89,11 @@ class DeviceData:
         return int(self.test_set.x.shape[-1])
 
     def part(self, name: str) -> Tensors:
-        return {"train": self.train_set, "val": self.val_set, "test": self.test_set}[name]
+        return {"train": self.train_set, "val": self.val_set, "test": self.test_set, "check": self.check_set}[name]
 
     def size(self, name: str) -> int:
-        return len(self.part(name).y)
+        part = self.part(name)
+        return 0 if part is None else len(part.y)
 
     def labels(self, name: str) -> np.ndarray:
         return self.part(name).y.cpu().numpy()
@@ -120,10 +128,11 @@ class ListData:
         return self.train.class_counts()
 
     def part(self, name: str):
-        return {"train": self.train, "val": self.val, "test": self.test}[name]
+        return {"train": self.train, "val": self.val, "test": self.test, "check": None}[name]
 
     def size(self, name: str) -> int:
-        return len(self.part(name))
+        part = self.part(name)
+        return 0 if part is None else len(part)
 
     def labels(self, name: str) -> np.ndarray:
         return np.asarray(self.part(name).labels)
@@ -176,19 +185,25 @@ def load_data(dataset, imbalance, data_root, n_max):
     return make_long_tailed(dataset, **kwargs)
 
 
-def prepare_data(source, recipe: Recipe, seed: int, device: torch.device, workers: int | None = None):
+def prepare_data(source, recipe: Recipe, seed: int, device: torch.device, workers: int | None = None,
+                 check_per_class: int = CHECK_PER_CLASS):
     """The run's data: :class:`DeviceData` for a ``LongTailed``, :class:`ListData` for a
-    file-list benchmark, with the validation split of ``recipe.val_per_class`` (never the test set)."""
+    file-list benchmark, with the validation split of ``recipe.val_per_class`` (never the test
+    set) and, on a ``LongTailed``, the check images that follow it in the same draw."""
     if isinstance(source, FileListBenchmark):
         return _list_data(source, recipe, seed, device, workers)
     train_idx, val_idx = validation_split(source, recipe.val_per_class, seed)
-    return device_data(source, train_idx, val_idx, make_augment(recipe, source), device)
+    check_idx = holdout_indices(source, check_per_class, seed, skip=recipe.val_per_class)
+    return device_data(source, train_idx, val_idx, make_augment(recipe, source), device, check_idx=check_idx)
 
 
-def device_data(source, train_idx, val_idx, augment, device: torch.device, test: bool = True) -> DeviceData:
+def device_data(source, train_idx, val_idx, augment, device: torch.device, test: bool = True,
+                check_idx=None) -> DeviceData:
     """:class:`DeviceData` of a ``LongTailed`` trained on ``train_idx`` and validated on
-    ``val_idx`` (into ``source.pool``); its test set on the device too unless ``test=False``."""
+    ``val_idx`` (into ``source.pool``), checked on ``check_idx`` when given; its test set on
+    the device too unless ``test=False``."""
     pool = source.pool
+    check_idx = None if check_idx is None else np.asarray(check_idx, dtype=np.int64)
     return DeviceData(
         name=source.name, class_names=source.class_names, counts=np.asarray(source.counts),
         train_counts=np.bincount(pool.labels[train_idx], minlength=len(source.class_names)),
@@ -197,6 +212,7 @@ def device_data(source, train_idx, val_idx, augment, device: torch.device, test:
         test_set=device_tensors(source.test, device) if test else None,
         augment=augment, normalizer=make_normalizer(augment), device=device,
         source=source, train_idx=train_idx, val_idx=val_idx,
+        check_set=None if check_idx is None else device_tensors(pool.subset(check_idx), device), check_idx=check_idx,
     )
 
 

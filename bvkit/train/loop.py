@@ -49,6 +49,8 @@ class Phase:
     logits_of: Callable[[Any], torch.Tensor] = lambda out: out if torch.is_tensor(out) else out["logits"]
     count_correct: bool = True
     shard: bool = True  # under DDP; unsharded phases run the same full batch on every rank
+    # after each epoch (1-based), columns observed for reporting only (``bvkit.train.evaluation.TestWatch``)
+    watch: Callable[[int], dict] | None = None
 
 
 @dataclass
@@ -67,6 +69,9 @@ class EpochRecord:
     val_medium: float | None = None
     val_few: float | None = None
     val_experts: float | None = None
+    # mean per-class test accuracy from the first lr drop of stage one on, for reporting only
+    # (never to choose anything; ``bvkit.train.evaluation.TestWatch``)
+    test_accuracy: float | None = None
 
 
 @dataclass
@@ -134,6 +139,7 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
         validation = ctx.validate() if ctx.validate else None
         if not isinstance(validation, dict):
             validation = {"val_accuracy": validation}
+        watched = phase.watch(epoch + 1) if phase.watch is not None else {}
         record = EpochRecord(
             stage=phase.name,
             epoch=epoch + 1,
@@ -143,6 +149,7 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
             images_per_s=seen / max(elapsed, 1e-9),
             seconds=round(elapsed, 2),
             **validation,
+            **watched,
         )
         ctx.history.append(record.__dict__)
         if ctx.on_epoch is not None and ddp.is_main():

@@ -31,14 +31,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from bvkit.data import holdout_indices
 from bvkit.data.loaders import crop_flip_rotate_with, normalize
 from bvkit.errors import BvkitError
 from bvkit.methods import Recipe, apply_overrides, create_method
 from bvkit.models.packed_models import pack_models, unpack_state
 from bvkit.train.builders import build_loss, build_model, make_optimizer, recipe_schedule
-from bvkit.train.data import device_data, device_tensors, load_data, make_augment, make_loader, validation_split
+from bvkit.train.data import (
+    CHECK_PER_CLASS,
+    device_data,
+    device_tensors,
+    load_data,
+    make_augment,
+    make_loader,
+    validation_split,
+)
 from bvkit.train.devices import RUN_PRECISION, float_outputs, resolve_device, resolve_precision, use_precision
-from bvkit.train.evaluation import evaluate_model
+from bvkit.train.evaluation import evaluate_model, expert_test_logits
 from bvkit.train.graphs import graphed_step
 from bvkit.train.loop import EpochRecord, autocast, derive_seed, format_record, prepare_batch
 from bvkit.train.metrics import mean_class_accuracy
@@ -123,8 +132,9 @@ def _train_pack(recipe: Recipe, members, splits, device, compile, progress, log,
     num_classes = len(source.class_names)
     in_channels = source.pool.images.shape[-1]
     # each run's training and validation images on the device; test sets one at a time, at the end
-    runs = [device_data(data, train_idx, val_idx, make_augment(recipe, data), device, test=False)
-            for data, train_idx, val_idx in splits]
+    runs = [device_data(data, train_idx, val_idx, make_augment(recipe, data), device, test=False,
+                        check_idx=holdout_indices(data, CHECK_PER_CLASS, member.seed, skip=recipe.val_per_class))
+            for (data, train_idx, val_idx), member in zip(splits, members)]
     models = [build_model(recipe, num_classes, in_channels, m.seed, device) for m in members]
     losses = [build_loss(recipe, run.train_counts, device) for run in runs]
     packed = pack_models(models)
@@ -224,20 +234,22 @@ def _finish_member(recipe, packed, k, model, run, history, member, device, pack_
         model = model.to(memory_format=torch.channels_last)
     model.eval()
     run = replace(run, test_set=device_tensors(run.source.test, device))
-    evaluated, labels, logits = evaluate_model(model, None, run)
+    out = Path(member.out) if member.out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    evaluated, labels, logits = evaluate_model(model, None, run, out)
     metrics = {**run_metrics(recipe.name, run, imbalance, member.seed, recipe.epochs, evaluated,
                              extra={"precision": RUN_PRECISION.get()},
                              seconds=pack_seconds / k_models,  # the pack's wall-clock, shared among its runs
                              train_seconds=sum(row["seconds"] for row in history) / k_models, device=device),
                "pack_size": k_models}
-    out = Path(member.out) if member.out is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
         save_final_checkpoint(out, model, stage=0, stage_name="stage1", epoch=recipe.epochs, history=history,
                               device=device, recipe=recipe.to_dict(), dataset=run.name, seed=member.seed,
                               num_classes=len(run.class_names), in_channels=run.source.pool.images.shape[-1],
                               stage_epochs=recipe.epochs)
-        write_outputs(out, metrics, labels, logits, run.counts, run.class_names, history)
+        write_outputs(out, metrics, labels, logits, run.counts, run.class_names, history,
+                      expert_logits=expert_test_logits(model, run))
     return PackedRunResult(metrics, model, history, out)
 
 

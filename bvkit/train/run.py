@@ -33,7 +33,14 @@ from bvkit.train.builders import (
 from bvkit.train.checkpoint import load_stage_one, load_state, restore_rng
 from bvkit.train.data import load_data, prepare_data
 from bvkit.train.devices import RUN_PRECISION, own_precision, resolve_device, resolve_precision
-from bvkit.train.evaluation import evaluate_model, validation_record
+from bvkit.train.evaluation import (
+    TestWatch,
+    evaluate_model,
+    expert_test_logits,
+    first_drop_epoch,
+    snapshot_every,
+    validation_record,
+)
 from bvkit.train.loop import LoopContext, Phase, derive_seed, run_phase
 from bvkit.train.outputs import final_train_accuracy, resume_payload, resume_phase, run_metrics, write_outputs
 from bvkit.train.procedures import ProcedureEnv, get_procedure
@@ -147,13 +154,15 @@ def train(
 
     ddp.barrier()
     model.eval()
-    evaluated, labels, logits = evaluate_model(model, routed, data)
+    evaluated, labels, logits = evaluate_model(model, routed, data, out)
+    expert_logits = expert_test_logits(model, data)
     metrics = run_metrics(recipe.name, data, imbalance, seed, epochs, evaluated, extra=extra_metrics,
                           seconds=time.perf_counter() - started,  # this call (a resumed run: since resuming)
                           train_seconds=sum(row.get("seconds", 0.0) for row in ctx.history), device=device,
                           train_accuracy=final_train_accuracy(ctx.history, recipe))
     if out is not None and ddp.is_main():
-        write_outputs(out, metrics, labels, logits, np.asarray(data.counts), data.class_names, ctx.history)
+        write_outputs(out, metrics, labels, logits, np.asarray(data.counts), data.class_names, ctx.history,
+                      expert_logits=expert_logits)
     if ctx.on_epoch is not None:
         ctx.on_epoch.close()
     ddp.barrier()
@@ -174,8 +183,9 @@ def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: Loo
     optimizer = make_optimizer(list(model.parameters()) + list(loss.parameters()), recipe.lr,
                                recipe.momentum, recipe.nesterov, recipe.weight_decay)
     loader = data.train_loader(recipe.batch_size, recipe.balanced, derive_seed(seed, 0))
-    phase = Phase("stage1", 0, model, forward, loss, optimizer, loader,
-                  recipe_schedule(recipe, len(loader)), recipe.lr, set_modes=model.train)
+    schedule = recipe_schedule(recipe, len(loader))
+    phase = Phase("stage1", 0, model, forward, loss, optimizer, loader, schedule, recipe.lr, set_modes=model.train,
+                  watch=TestWatch(data, model, ctx.out, first_drop_epoch(schedule), snapshot_every(recipe.epochs)))
     start = resume_phase(phase, payload)
     ctx.validate = lambda: validation_record(data, model)
     run_phase(phase, recipe.epochs, ctx, start_epoch=start)

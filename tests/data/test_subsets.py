@@ -113,3 +113,17 @@ def test_holdout_comes_from_outside_the_lt_set(synthetic_lt):
     assert list(counts[1:]) == [20] * 9
     assert np.array_equal(held, holdout_indices(data, per_class=20, seed=0))
     assert not np.array_equal(held, holdout_indices(data, per_class=20, seed=1))
+
+
+def test_holdout_ranges_of_one_seed_are_disjoint_draws_of_the_unused_pool(synthetic_lt):
+    """skip=50 continues the validation draw's random order: a second, disjoint sample (the
+    check set), and the two together are the larger draw's images."""
+    data = synthetic_lt
+    val = holdout_indices(data, per_class=20, seed=0)
+    check = holdout_indices(data, per_class=30, seed=0, skip=20)
+    assert not set(check.tolist()) & set(val.tolist())
+    assert not set(check.tolist()) & set(data.train_indices.tolist())
+    assert np.array_equal(np.sort(np.concatenate([val, check])), np.sort(holdout_indices(data, per_class=50, seed=0)))
+    assert list(per_class(data, check)[1:]) == [30] * 9
+    with pytest.raises(BvkitError, match="skip"):
+        holdout_indices(data, per_class=5, skip=-1)

@@ -51,6 +51,11 @@ def test_tiny_real_study_trains_gathers_and_caches(tmp_path, monkeypatch):
         arrays = study.predictions[name]
         assert arrays["logits"].shape == (2, len(arrays["labels"]), 10) and np.isfinite(arrays["logits"]).all()
         assert arrays["train_counts"][0] == 40
+    experts = study.predictions["ride-2"]["expert_logits"]  # gathered (D, M, N, C); ce has none
+    assert experts.shape == (2, 2, *study.predictions["ride-2"]["logits"].shape[1:])
+    np.testing.assert_allclose(np.asarray(experts).mean(1), study.predictions["ride-2"]["logits"], rtol=1e-5, atol=1e-5)
+    assert "expert_logits" not in study.predictions["ce"]
+    assert metrics["val_check_z"].abs().lt(4).all() and metrics["check_accuracy"].between(0, 1).all()
     # the runs trained on their own bootstrap subset: the histories differ
     histories = [pd.read_csv(out / "runs" / r / "history.csv") for r in metrics["run_id"][metrics["method"] == "ce"]]
     assert not histories[0]["loss"].equals(histories[1]["loss"])
@@ -205,3 +210,38 @@ def test_tensorboard_in_a_spec_logs_every_run_and_keeps_the_run_ids(tmp_path, mo
         np.testing.assert_allclose(losses, history.loc[history["stage"] == "stage1", "loss"], rtol=1e-6)
     # the same spec without it finds those runs done
     assert run_study(plain, out, log=None) == {"cached": 2, "ran": 0, "failed": 0}
+
+
+def test_a_run_interrupted_in_flight_resumes_from_its_last_epoch(tmp_path, counted, monkeypatch, interrupt):
+    """Ctrl-C after epoch 2 of 4 of a study's first run: its temporary directory keeps that
+    checkpoint, the rerun continues it from epoch 3 (its epochs 1-2 are not trained again) and
+    both runs end with the same test logits, snapshots and history as the uninterrupted study."""
+    from bvkit.study import store
+    from bvkit.train import loop
+
+    _, models = counted
+    ce_only = SPEC.split('[[methods]]\nname = "ride-2"')[0].replace("epochs = 1", "epochs = 4")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(ce_only)
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    assert run_study(spec, whole, log=None) == {"cached": 0, "ran": 2, "failed": 0}
+    interrupt(monkeypatch, lambda: run_study(spec, cut, log=None), stop=lambda content, count: content["epoch"] == 2)
+    (leftover,) = (cut / "runs").glob(f"*{store.TMP_MARK}*")
+    assert (leftover / "checkpoint.pt").is_file()
+    trained = []
+    real_step = loop.train_step
+    monkeypatch.setattr(loop, "train_step", lambda *a, **k: (trained.append(1), real_step(*a, **k))[1])
+    assert run_study(spec, cut, log=None) == {"cached": 0, "ran": 2, "failed": 0}
+    assert not leftover.exists() and not list((cut / "runs").glob(f"*{store.TMP_MARK}*"))
+    steps_per_epoch = len(trained) // 6
+    assert steps_per_epoch > 0 and len(trained) == 6 * steps_per_epoch  # epochs 3-4 of run 1, 1-4 of run 2
+    columns = ["stage", "epoch", "loss", "accuracy", "lr", "val_accuracy", "test_accuracy"]
+    for run_id in pd.read_csv(cut / "metrics.csv")["run_id"]:
+        a, b = whole / "runs" / run_id, cut / "runs" / run_id
+        for name in ("predictions.npz", "snapshots.npz", "heldout.npz"):
+            with np.load(a / name) as x, np.load(b / name) as y:
+                assert x.files == y.files
+                for key in x.files:
+                    np.testing.assert_array_equal(x[key], y[key])
+        pd.testing.assert_frame_equal(pd.read_csv(a / "history.csv")[columns],
+                                      pd.read_csv(b / "history.csv")[columns])

@@ -130,7 +130,8 @@ def test_a_study_trains_each_backbone_once_and_names_it(sharing_spec, tmp_path):
     assert run_study(sharing_spec, out, run_function=calls, log=None) == {"cached": 0, "ran": 8, "failed": 0}
     metrics = pd.read_csv(out / "metrics.csv", keep_default_na=False)
     assert list(metrics.columns) == list(store.METRIC_COLUMNS)
-    assert list(metrics.columns[-4:]) == ["stage_one", "train_accuracy", "epochs", "val_accuracy"]
+    assert list(metrics.columns[-6:]) == ["stage_one", "train_accuracy", "epochs", "val_accuracy", "check_accuracy",
+                                          "val_check_z"]
     rows = {(r.method, r.subset): r for r in metrics.itertuples()}
     for d in (0, 1):
         ce = rows["ce", d].run_id
@@ -213,3 +214,27 @@ def test_a_reused_stage_one_trains_on_the_device_its_own_run_got(monkeypatch):
     for d in (0, 1):
         for label in ("crt", "lws"):
             assert runs[label, d].stage_one == runs["ce", d]  # the provider's task itself, its device included
+
+
+def test_two_workers_train_each_reusing_run_right_after_its_backbone(tmp_path, fake_env, monkeypatch):
+    """With two worker processes, a backbone and the runs that reuse its stage one go to one
+    worker in turn (a chain), so no reusing run waits for the end of the study."""
+    from test_processes import executions
+
+    monkeypatch.setenv("FAKE_SLEEP", "0.3")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC + methods("ce=ce", "crt=crt", "tau-norm=tau-norm", "ldam-drw=ldam-drw", "ride=ride",
+                                   "ride-ea=ride-ea"))
+    out = tmp_path / "study"
+    assert run_study(spec, out, jobs=2, log=None) == {"cached": 0, "ran": 12, "failed": 0}
+    calls = executions(fake_env)
+    assert len(calls) == 12 and len({c["pid"] for c in calls}) >= 2
+    for i, call in enumerate(calls):
+        if call["stage_one"] is None:
+            continue
+        provider = Path(call["stage_one"]).parent.name
+        before = [c["run_id"] for c in calls[:i] if c["pid"] == call["pid"]]
+        # the worker's previous run is its backbone, or a run reusing that same backbone
+        assert before and (before[-1] == provider or
+                           Path(next(c for c in calls if c["run_id"] == before[-1])["stage_one"] or "").parent.name
+                           == provider)

@@ -67,9 +67,40 @@ def read_histories(directory: str | Path, metrics: "pd.DataFrame") -> "pd.DataFr
     return pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["method", "subset", "run_id", "step", "reused"])
 
 
+def read_snapshots(directory: str | Path, metrics: "pd.DataFrame", methods: list[str]) -> dict[str, dict]:
+    """Each method's test snapshots along its own stage one (``runs/<run_id>/snapshots.npz``,
+    ``docs/formats.md``), stacked over its runs in subset order: ``{"epochs" (K,), "logits" (K,
+    D, N, C) float16, "labels" (N,)}`` plus ``"expert_logits" (K, D, M, N, C)`` for a
+    multi-expert method. Only methods whose runs are all done and all hold snapshots of the
+    same epochs: not those reusing another run's stage one (cRT, tau-norm, RIDE's routers:
+    their stage one is that run's), nor runs that predate snapshots."""
+    directory = Path(directory)
+    found = {}
+    for method in methods:
+        runs = metrics[metrics["method"] == method].sort_values("subset")
+        if runs.empty or (runs["status"] != "done").any():
+            continue
+        paths = [directory / store.RUNS / run_id / "snapshots.npz" for run_id in runs["run_id"]]
+        if not all(path.is_file() for path in paths):
+            continue
+        loaded = []
+        for path in paths:
+            with np.load(path, allow_pickle=False) as archive:
+                loaded.append({key: archive[key] for key in archive.files})
+        if any("epochs" not in one or not np.array_equal(one["epochs"], loaded[0]["epochs"]) for one in loaded):
+            continue
+        stacked = {"epochs": loaded[0]["epochs"], "labels": loaded[0]["labels"],
+                   "logits": np.stack([one["logits"] for one in loaded], axis=1)}
+        if all("expert_logits" in one for one in loaded):
+            stacked["expert_logits"] = np.stack([one["expert_logits"] for one in loaded], axis=1)
+        found[method] = stacked
+    return found
+
+
 class Study:
     """A study directory read back: ``spec``, ``metrics`` (one row per run), ``expert_usage``,
-    ``subsets``, ``predictions`` (complete methods), ``accuracy()`` and ``decompose()``."""
+    ``subsets``, ``predictions`` (complete methods), ``snapshots`` (along training),
+    ``accuracy()``, ``decompose()`` and ``decompose_along_training()``."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -95,6 +126,11 @@ class Study:
     def histories(self) -> "pd.DataFrame":
         """Every finished run's training curve (:func:`read_histories`)."""
         return read_histories(self.path, self.metrics)
+
+    @property
+    def snapshots(self) -> dict[str, dict]:
+        """method -> its runs' test snapshots along stage one (:func:`read_snapshots`)."""
+        return read_snapshots(self.path, self.metrics, self.methods)
 
     @property
     def subsets(self) -> list[np.ndarray]:
@@ -137,6 +173,37 @@ class Study:
             raise BvkitError(f"{self.path}: no complete method to decompose yet")
         return Decomposition.concat(decompose_file(pset, loss=loss, **kwargs)
                                     for pset in self.prediction_sets.values())
+
+    def decompose_along_training(self, loss: str = "squared", **kwargs) -> "pd.DataFrame":
+        """The decomposition of every snapshot epoch of each method that has them (``snapshots``),
+        ``per_split`` rows with an ``epoch`` column; the test set's long-tailed counts give the
+        splits. ``kwargs`` as ``bvkit.decompose`` (``many``, ``few``, ``bootstrap``, ...)."""
+        import pandas as pd
+
+        from bvkit.decomposition import decompose
+
+        snapshots = self.snapshots
+        if not snapshots:
+            raise BvkitError(f"{self.path}: no method has test snapshots of all its runs yet")
+        train_counts = next(iter(self.prediction_sets.values())).train_counts if self.prediction_sets else None
+        if train_counts is None:
+            train_counts = _long_tailed_counts(self.spec)
+        rows = []
+        for method, snaps in snapshots.items():
+            for k, epoch in enumerate(snaps["epochs"]):
+                part = decompose(snaps["labels"], logits=np.asarray(snaps["logits"][k], dtype=np.float32),
+                                 train_counts=train_counts, loss=loss, method=method, **kwargs).per_split
+                rows.append(part.assign(epoch=int(epoch)))
+        return pd.concat(rows, ignore_index=True)
+
+
+def _long_tailed_counts(spec) -> np.ndarray:
+    """The long-tailed set's per-class counts of a study's data (no images loaded)."""
+    from bvkit.data import dataset_spec, long_tail_counts
+
+    data = dataset_spec(spec.data.dataset)
+    n_max = spec.data.n_max if spec.data.n_max is not None else data.n_max
+    return np.asarray(long_tail_counts(n_max, data.n_classes, spec.data.imbalance, spec.data.profile))
 
 
 def load_study(path: str | Path) -> Study:

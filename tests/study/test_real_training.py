@@ -56,6 +56,15 @@ def test_tiny_real_study_trains_gathers_and_caches(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.asarray(experts).mean(1), study.predictions["ride-2"]["logits"], rtol=1e-5, atol=1e-5)
     assert "expert_logits" not in study.predictions["ce"]
     assert metrics["val_check_z"].abs().lt(4).all() and metrics["check_accuracy"].between(0, 1).all()
+    # the snapshots along training: one epoch here, the final model's, so its decomposition is the study's
+    snapshots = study.snapshots
+    assert set(snapshots) == {"ce", "ride-2"} and snapshots["ce"]["epochs"].tolist() == [1]
+    assert snapshots["ride-2"]["expert_logits"].shape == (1, 2, 2, *study.predictions["ride-2"]["logits"].shape[1:])
+    along = study.decompose_along_training(loss="squared").set_index(["method", "split"])
+    final = study.decompose(loss="squared").per_split.set_index(["method", "split"])
+    assert (along["epoch"] == 1).all()
+    np.testing.assert_allclose(along.loc[final.index, ["error", "bias", "variance"]],
+                               final[["error", "bias", "variance"]], rtol=0.02, atol=1e-3)
     # the runs trained on their own bootstrap subset: the histories differ
     histories = [pd.read_csv(out / "runs" / r / "history.csv") for r in metrics["run_id"][metrics["method"] == "ce"]]
     assert not histories[0]["loss"].equals(histories[1]["loss"])
@@ -153,6 +162,7 @@ def test_decoupled_runs_train_on_the_ce_backbone(tmp_path, counted):
     assert (metrics["epochs"] == 1).all() and metrics["val_accuracy"].between(0, 1).all()
     assert metrics.loc[metrics["method"] != "tau-norm", "train_accuracy"].between(0, 1).all()
     assert metrics.loc[metrics["method"] == "tau-norm", "train_accuracy"].isna().all()  # trains no epoch
+    assert set(load_study(out).snapshots) == {"ce"}  # cRT and tau-norm train on ce's stage one: no snapshots
 
     # a shared crt run computes what crt trained alone computes
     _, tasks = planned_runs(out)

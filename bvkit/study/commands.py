@@ -1,4 +1,4 @@
-"""``bvkit study run|status``."""
+"""``bvkit study run|status|gather``."""
 
 from __future__ import annotations
 
@@ -34,6 +34,14 @@ def register(subparsers) -> None:
     status.add_argument("dir", help="study directory")
     status.set_defaults(func=_status)
 
+    gather = actions.add_parser(
+        "gather", help="write DIR's metrics.csv and complete methods' predictions from the runs done so far",
+        description="What `bvkit study run` writes when it ends (metrics.csv, predictions/<method>.npz of every "
+                    "method whose runs are all done, expert_usage.csv), from the finished runs alone, without "
+                    "training: for a study still running (safe beside it) or one whose run was stopped.")
+    gather.add_argument("dir", help="study directory")
+    gather.set_defaults(func=_gather)
+
 
 def add_dispatch_options(parser, default_jobs: int = 1) -> None:
     """``--jobs``, ``--backend`` and ``--scheduler``: where a study's runs execute."""
@@ -59,6 +67,14 @@ def _run(args) -> int:
         print(f"bvkit: {counts['failed']} run(s) failed; `bvkit study status {args.out}` shows why, "
               "and the same command retries them", file=sys.stderr)
         return 1
+    return 0
+
+
+def _gather(args) -> int:
+    from bvkit.study.runner import gather_study
+
+    methods = gather_study(args.dir)
+    print(f"{args.dir}: metrics.csv written; complete methods: {', '.join(methods) or 'none yet'}")
     return 0
 
 

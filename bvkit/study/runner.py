@@ -31,7 +31,7 @@ from bvkit.study.execution import (
     resolve_run_function,
 )
 from bvkit.study.packs import check_packing, group_packs
-from bvkit.study.planning import RunTask, assign_devices, make_subsets, plan_runs, unique_runs
+from bvkit.study.planning import RunTask, assign_devices, make_subsets, plan_runs, planned_runs, unique_runs
 from bvkit.study.gather import gather
 from bvkit.study.spec import StudySpec, load_spec
 
@@ -125,6 +125,16 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, b
     log(f"{spec.name}: {counts['ran']} trained, {counts['cached']} cached, {counts['failed']} failed; "
         f"results in {study_dir}")
     return counts
+
+
+def gather_study(study_dir: str | Path) -> list[str]:
+    """``gather`` a study directory from its finished runs alone (no training): metrics.csv with
+    every planned run's state, and the prediction files of the methods whose runs are all done;
+    returns those methods. Safe beside a running study (the directory lock)."""
+    spec, planned = planned_runs(study_dir)
+    data, _ = make_subsets(spec)
+    return gather(Path(study_dir), spec, planned, train_counts=data.counts, labels=data.test.labels,
+                  class_names=data.class_names)
 
 
 def chains(groups: list[list[RunTask]]) -> list[tuple[bool, list[RunTask]]]:

@@ -4,12 +4,15 @@
 class_names=None, loss="squared", many=100, few=20, bootstrap=0, bootstrap_models=False,
 level=0.95, seed=0, method="model", chunk_size=None, n_jobs=None)`` -> :class:`Decomposition`
 with tidy ``per_sample``, ``per_class``, ``per_split`` and ``per_model`` frames
-(``bvkit.decompose`` is this function). Definitions: ``docs/bias_variance.md``; file
+(``bvkit.decompose`` is this function). Given a multi-expert model's ``expert_logits (D, M,
+N, C)``, its ``experts`` frames hold the bias-variance-diversity decomposition of Wood et al.
+(2023) (``decompose_experts``, ``expert_terms``). Definitions: ``docs/bias_variance.md``; file
 formats: ``docs/formats.md``.
 """
 
 from bvkit.decomposition.compare import Comparison, compare, difference_replicates
-from bvkit.decomposition.core import Decomposition, decompose, decompose_file
+from bvkit.decomposition.core import Decomposition, decompose, decompose_experts, decompose_file
+from bvkit.decomposition.experts import EXPERT_COLUMNS, EXPERT_LOSSES, expert_terms
 from bvkit.decomposition.io import (
     PredictionSet,
     find_prediction_sets,
@@ -29,8 +32,9 @@ from bvkit.decomposition.terms import (
 )
 
 __all__ = [
-    "LOSSES", "PROBS_EPSILON", "PROBS_TOLERANCE", "Comparison", "Decomposition",
-    "PredictionSet", "compare", "cross_entropy_terms", "decompose", "decompose_file",
-    "difference_replicates", "find_prediction_sets", "load_predictions", "main_prediction",
+    "EXPERT_COLUMNS", "EXPERT_LOSSES", "LOSSES", "PROBS_EPSILON", "PROBS_TOLERANCE", "Comparison",
+    "Decomposition", "PredictionSet", "compare", "cross_entropy_terms", "decompose",
+    "decompose_experts", "decompose_file", "difference_replicates", "expert_terms",
+    "find_prediction_sets", "load_predictions", "main_prediction",
     "method_name", "sample_terms", "save_predictions", "squared_terms", "zero_one_terms",
 ]

@@ -4,6 +4,7 @@ pyarrow is importable) and a printed table."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -11,12 +12,14 @@ import pandas as pd
 from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
 from bvkit.decomposition.compare import compare
 from bvkit.decomposition.core import Decomposition, decompose_file
+from bvkit.decomposition.experts import EXPERT_COLUMNS
 from bvkit.decomposition.io import find_prediction_sets
 from bvkit.decomposition.terms import LOSSES
 from bvkit.errors import BvkitError
 
 TABLE_COLUMNS = ["method", "loss", "split", "n_classes", "accuracy", "error", "bias", "variance",
                  "net_variance"]
+EXPERT_TABLE_COLUMNS = ["method", "loss", "split", "n_classes", *EXPERT_COLUMNS]
 
 
 def register(subparsers) -> None:
@@ -27,15 +30,18 @@ def register(subparsers) -> None:
             "Decompose each method's error into bias and variance per test sample, then per "
             "class and per shot split (many/medium/few/all). Writes OUT/per_class.csv and "
             "OUT/per_split.csv (long-form), and with --reference also "
-            "OUT/comparison_per_class.csv and OUT/comparison_per_split.csv; when pyarrow is "
-            "importable, each also as a .parquet file beside its CSV."
+            "OUT/comparison_per_class.csv and OUT/comparison_per_split.csv. Inputs holding "
+            "expert_logits (multi-expert models such as RIDE) also get the bias-variance-"
+            "diversity decomposition of their experts under the squared and cross-entropy "
+            "losses asked for: OUT/experts_per_class.csv and OUT/experts_per_split.csv. When "
+            "pyarrow is importable, each file also as a .parquet file beside its CSV."
         ),
     )
     parser.add_argument(
         "inputs", nargs="+", metavar="INPUT",
         help="a prediction set (.npz, or a directory of .npy files: labels.npy, one of "
-             "logits.npy/probs.npy/preds.npy, optional train_counts.npy, class_names.npy), or a "
-             "study directory holding predictions/<method>.npz or predictions/<method>/")
+             "logits.npy/probs.npy/preds.npy, optional train_counts.npy, class_names.npy, "
+             "expert_logits.npy), or a study directory holding predictions/<method>.npz or predictions/<method>/")
     parser.add_argument("--loss", default="squared",
                         choices=[*LOSSES, "all"],
                         help="loss to decompose (default: squared, the Brier score)")
@@ -85,12 +91,23 @@ def run(args: argparse.Namespace) -> int:
     if comparison is not None:
         frames.update(comparison_per_class=comparison.per_class,
                       comparison_per_split=comparison.per_split)
+    if result.experts is not None:
+        frames.update(experts_per_class=result.experts.per_class,
+                      experts_per_split=result.experts.per_split)
     written = write_frames(frames, args.out)
 
     print(table(result.per_split))
     if comparison is not None:
         print(f"\ndifference to {args.reference}:")
         print(table(comparison.per_split.drop(columns="reference")))
+    if result.experts is not None:
+        print("\nexperts (ensemble_loss = average_bias + average_variance - diversity):")
+        print(table(result.experts.per_split, EXPERT_TABLE_COLUMNS))
+    skipped = [m for m, s in result.settings.items() if s.get("expert_loss") == []]
+    if skipped:
+        print(f"note: {', '.join(skipped)}: expert logits not decomposed: zero-one has no "
+              f"bias-variance-diversity decomposition (use --loss squared, cross-entropy or all)",
+              file=sys.stderr)
     print(f"\nwrote {', '.join(str(path) for path in written)}")
     return 0
 
@@ -117,9 +134,9 @@ def write_frames(frames: dict[str, pd.DataFrame], out: Path) -> list[Path]:
     return written
 
 
-def table(per_split: pd.DataFrame) -> str:
+def table(per_split: pd.DataFrame, columns=TABLE_COLUMNS) -> str:
     """Compact text table of a per-split frame (intervals stay in the CSV files)."""
-    cols = [c for c in TABLE_COLUMNS if c in per_split.columns]
+    cols = [c for c in columns if c in per_split.columns]
     frame = per_split[cols]
     if "net_variance" in frame and frame["net_variance"].isna().all():
         frame = frame.drop(columns="net_variance")

@@ -9,6 +9,7 @@ import pandas as pd
 
 from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
 from bvkit.decomposition import bootstrap as bs
+from bvkit.decomposition import experts as E
 from bvkit.decomposition import inputs, passes
 from bvkit.decomposition.grouping import (
     Groups,
@@ -34,6 +35,9 @@ class Decomposition:
     class); ``per_split``: per (method, loss, split). ``settings``: method -> the arguments
     and sizes it was decomposed with. ``per_model``: per (method, model, split), each model's
     accuracy with the same classes and splits; their mean over models is ``per_split``'s.
+    ``experts``: the bias-variance-diversity decomposition of the methods given expert logits
+    (:func:`decompose_experts`), itself a Decomposition whose frames hold
+    ``ensemble_loss, average_bias, average_variance, diversity``; None when none was.
     """
 
     per_sample: pd.DataFrame
@@ -41,6 +45,7 @@ class Decomposition:
     per_split: pd.DataFrame
     settings: dict = field(default_factory=dict)
     per_model: pd.DataFrame = field(default_factory=pd.DataFrame)
+    experts: Decomposition | None = None
 
     @property
     def methods(self) -> list[str]:
@@ -62,7 +67,9 @@ class Decomposition:
             raise BvkitError(f"method name used twice: {', '.join(dupes)} (use distinct names)")
         frames = {attr: pd.concat([getattr(p, attr) for p in parts], ignore_index=True)
                   for attr in ("per_sample", "per_class", "per_split", "per_model")}
-        return cls(settings={m: s for p in parts for m, s in p.settings.items()}, **frames)
+        experts = [p.experts for p in parts if p.experts is not None]
+        return cls(settings={m: s for p in parts for m, s in p.settings.items()},
+                   experts=cls.concat(experts) if experts else None, **frames)
 
     def __repr__(self) -> str:
         return (f"Decomposition(methods={self.methods}, losses={self.losses}, "
@@ -88,6 +95,9 @@ def decompose(
     method: str = "model",
     chunk_size: int | None = None,
     n_jobs: int | None = None,
+    expert_logits=None,
+    routed: bool | None = None,
+    expert_loss=None,
 ) -> Decomposition:
     """Bias-variance decomposition of D models' predictions on one test set.
 
@@ -106,6 +116,13 @@ def decompose(
     point estimate; it shows the spread due to the choice of models, not a centred interval.
     Its cost is B recomputations of the per-sample terms (cross-entropy: B x D x N x C
     multiply-adds), done in one chunked pass.
+
+    ``expert_logits (D, M, N, C)`` beside ``logits``: a multi-expert model's experts. The
+    result's ``experts`` then holds their bias-variance-diversity decomposition
+    (:func:`decompose_experts`, with the same splits and bootstrap) under ``expert_loss``
+    (default: the losses of ``loss`` that have one, squared and cross-entropy; none for
+    zero-one alone). ``routed``: whether ``logits`` may be a router's mean of each sample's
+    first k experts (None: either; False: always the mean of all M).
     """
     losses = inputs.resolve_losses(loss)
     kind, scores = inputs.pick_scores(logits, probs, preds)
@@ -117,13 +134,7 @@ def decompose(
         scores = np.asarray(scores)
     labels = np.asarray(labels)
     n_classes = inputs.check_inputs(labels, scores, kind, train_counts, class_names)
-    if few > many + 1:
-        raise BvkitError(f"few ({few}) must not exceed many + 1 ({many + 1})")
-    bs.check_bootstrap(bootstrap, level)
-    if int(seed) != seed or seed < 0:
-        raise BvkitError(f"seed must be a non-negative integer, got {seed}")
-    if chunk_size is not None and chunk_size < 1:
-        raise BvkitError(f"chunk_size must be at least 1, got {chunk_size}")
+    _check_options(many, few, bootstrap, level, seed, chunk_size)
     groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
 
     correct = np.empty(scores.shape[:2], dtype=bool)
@@ -163,13 +174,147 @@ def decompose(
         loss=list(losses), many=many, few=few, bootstrap=bootstrap,
         bootstrap_models=bootstrap_models, level=level, seed=seed, kind=kind,
         n_models=int(scores.shape[0]), n_samples=int(labels.shape[0]), n_classes=n_classes)}
+    experts = None
+    if expert_logits is not None:
+        if kind != "logits":
+            raise BvkitError(f"expert_logits need logits beside them (the model's own output), "
+                             f"not {kind}")
+        names = (tuple(name for name in losses if name in E.EXPERT_LOSSES)
+                 if expert_loss is None else resolve_expert_losses(expert_loss))
+        if names:
+            experts = decompose_experts(
+                labels, expert_logits, scores, routed=routed, train_counts=train_counts,
+                class_names=class_names, loss=names, many=many, few=few, bootstrap=bootstrap,
+                bootstrap_models=bootstrap_models, level=level, seed=seed, method=method,
+                chunk_size=chunk_size)
+        else:  # zero-one alone: the inputs are still checked
+            E.check_expert_inputs(_as_array(expert_logits), labels, scores, routed, chunk_size)
+        settings[method]["expert_loss"] = list(names)
     return Decomposition(
         pd.concat(samples, ignore_index=True),
         pd.concat(classes, ignore_index=True),
         pd.concat(splits, ignore_index=True),
         settings,
         model_frame(method, groups.class_means(correct), groups),
+        experts,
     )
+
+
+def _check_options(many, few, bootstrap, level, seed, chunk_size) -> None:
+    if few > many + 1:
+        raise BvkitError(f"few ({few}) must not exceed many + 1 ({many + 1})")
+    bs.check_bootstrap(bootstrap, level)
+    if int(seed) != seed or seed < 0:
+        raise BvkitError(f"seed must be a non-negative integer, got {seed}")
+    if chunk_size is not None and chunk_size < 1:
+        raise BvkitError(f"chunk_size must be at least 1, got {chunk_size}")
+
+
+def resolve_expert_losses(loss) -> tuple[str, ...]:
+    """``"all"``, one loss or a sequence -> the expert losses in canonical order; zero-one has
+    no bias-variance-diversity decomposition."""
+    names = (E.EXPERT_LOSSES if loss == "all" else (loss,)) if isinstance(loss, str) else tuple(loss)
+    unknown = [name for name in names if name not in E.EXPERT_LOSSES]
+    if unknown or not names:
+        raise BvkitError(f"no bias-variance-diversity decomposition for loss "
+                         f"{', '.join(map(str, unknown)) or '(none)'}: choose from "
+                         f"{', '.join(E.EXPERT_LOSSES)} or all")
+    return tuple(name for name in E.EXPERT_LOSSES if name in names)
+
+
+def _as_array(values) -> np.ndarray:
+    return values if isinstance(values, np.ndarray) else np.asarray(values)
+
+
+def decompose_experts(
+    labels,
+    expert_logits,
+    logits=None,
+    *,
+    routed: bool | None = None,
+    train_counts=None,
+    class_names=None,
+    loss="all",
+    many: int = MANY_SHOT,
+    few: int = FEW_SHOT,
+    bootstrap: int = 0,
+    bootstrap_models: bool = False,
+    level: float = 0.95,
+    seed: int = 0,
+    method: str = "model",
+    chunk_size: int | None = None,
+) -> Decomposition:
+    """Bias-variance-diversity decomposition of a multi-expert model (Wood et al. 2023).
+
+    ``expert_logits (D, M, N, C)``: the M experts of D models trained on D training sets;
+    ``labels (N,)``. Per test sample, then per class and per split (the groups, ``many`` /
+    ``few`` thresholds and bootstrap of :func:`decompose`): ``ensemble_loss = average_bias +
+    average_variance - diversity`` under ``loss``: ``"cross-entropy"`` (the experts combined
+    by the normalised geometric mean of their softmaxes, RIDE's softmax of the mean logits),
+    ``"squared"`` (the arithmetic mean of their softmaxes), a list, or ``"all"`` (both).
+    ``logits (D, N, C)``, the model's own output, is checked to be the experts' mean (see
+    :func:`bvkit.decomposition.experts.check_expert_inputs` for ``routed``); the experts'
+    full outputs are decomposed whatever a router uses. Returns a :class:`Decomposition` whose
+    frames hold the four columns (no ``per_model``). Definitions: ``docs/bias_variance.md``.
+    """
+    losses = resolve_expert_losses(loss)
+    _check_options(many, few, bootstrap, level, seed, chunk_size)
+    expert_logits = _as_array(expert_logits)
+    labels = np.asarray(labels)
+    if logits is not None:
+        logits = _as_array(logits)
+    if expert_logits.ndim != 4:
+        raise BvkitError(f"expert_logits must have shape (D, M, N, C), got "
+                         f"{tuple(expert_logits.shape)}")
+    n_models, _, n_samples, n_classes = expert_logits.shape
+    if logits is not None:
+        inputs.check_inputs(labels, logits, "logits", train_counts, class_names)
+    routed_found = E.check_expert_inputs(expert_logits, labels, logits, routed, chunk_size)
+    # labels, counts and names against one expert's (D, N, C) logits (a view: nothing is read)
+    inputs.check_inputs(labels, expert_logits[:, 0], "logits", train_counts, class_names)
+    groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
+
+    size = chunk_size or E.default_chunk_size(expert_logits.shape)
+    values = {name: {col: np.empty(n_samples) for col in E.EXPERT_COLUMNS} for name in losses}
+    for start, stop in E.chunks(n_samples, size):
+        chunk = E.expert_terms(labels[start:stop], expert_logits[:, :, start:stop], losses)
+        for name, cols in chunk.items():
+            for col, terms in cols.items():
+                values[name][col][start:stop] = terms
+    replicates = {}
+    if bootstrap:
+        resamples = bs.Resamples.draw(labels, bootstrap, seed)  # decompose's resamples
+        if bootstrap_models:
+            weights = bs.model_weights(n_models, bootstrap, (seed, 1))
+            sums = E.replicate_class_sums(labels, expert_logits, losses, weights,
+                                          resamples.by_sample(), n_classes, chunk_size)
+            replicates = {name: {col: bs.sums_to_means(s, groups) for col, s in cols.items()}
+                          for name, cols in sums.items()}
+        else:
+            replicates = {name: {col: bs.class_replicates(v, groups, resamples)
+                                 for col, v in cols.items()} for name, cols in values.items()}
+    samples, classes, splits = [], [], []
+    for name in losses:
+        cols = values[name]
+        class_cols = {c: groups.class_means(v) for c, v in cols.items()}
+        split_cols = {c: groups.split_means(v) for c, v in class_cols.items()}
+        for c, reps in replicates.get(name, {}).items():
+            bs.add_intervals(class_cols, split_cols, c, reps, groups, level)
+        samples.append(pd.DataFrame({
+            "method": method, "loss": name, "sample": np.arange(n_samples),
+            "class": groups.labels, "split": groups.class_split[groups.labels], **cols}))
+        classes.append(ordered_columns(class_frame(method, name, class_cols, groups), CLASS_KEY,
+                                       E.EXPERT_COLUMNS))
+        splits.append(ordered_columns(split_frame(method, name, split_cols, groups), SPLIT_KEY,
+                                      E.EXPERT_COLUMNS))
+    settings = {method: dict(
+        loss=list(losses), many=many, few=few, bootstrap=bootstrap,
+        bootstrap_models=bootstrap_models, level=level, seed=seed, n_models=n_models,
+        n_experts=int(expert_logits.shape[1]), n_samples=n_samples, n_classes=n_classes,
+        routed=routed_found)}
+    return Decomposition(pd.concat(samples, ignore_index=True),
+                         pd.concat(classes, ignore_index=True),
+                         pd.concat(splits, ignore_index=True), settings)
 
 
 def decompose_file(path, name=None, **kwargs) -> Decomposition:

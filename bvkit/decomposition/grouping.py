@@ -127,9 +127,10 @@ def model_frame(method, class_values: np.ndarray, groups: Groups) -> pd.DataFram
         "accuracy": split_values.ravel()})
 
 
-def ordered_columns(frame: pd.DataFrame, key: list[str]) -> pd.DataFrame:
-    """Key columns, then each value column followed by its interval bounds, if any."""
-    values = [c for c in columns_of("zero-one") if c in frame.columns]
+def ordered_columns(frame: pd.DataFrame, key: list[str], values=None) -> pd.DataFrame:
+    """Key columns, then each value column (``values``, default the decomposition's) followed
+    by its interval bounds, if any."""
+    values = [c for c in (values or columns_of("zero-one")) if c in frame.columns]
     ordered = [c for v in values for c in (v, f"{v}_lo", f"{v}_hi") if c in frame.columns]
     rest = [c for c in frame.columns if c not in key and c not in ordered]
     return frame[key + rest + ordered]

@@ -47,7 +47,8 @@ class PredictionSet:
     def arrays(self) -> dict:
         """Keyword arguments for :func:`bvkit.decomposition.decompose`."""
         return {"labels": self.labels, self.kind: self.scores,
-                "train_counts": self.train_counts, "class_names": self.class_names}
+                "train_counts": self.train_counts, "class_names": self.class_names,
+                "expert_logits": self.expert_logits}
 
 
 def is_prediction_set(path) -> bool:

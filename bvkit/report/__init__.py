@@ -7,7 +7,13 @@ frames of a study; :func:`claims_table` checks the RIDE slides' claims on them
 (``docs/claims.md``); ``bvkit figures|table|report DIR`` wire them to a study directory.
 """
 
-from bvkit.report.claims import claims_summary, claims_table, format_claims, method_roles
+from bvkit.report.claims import (
+    ablation_arms,
+    claims_summary,
+    claims_table,
+    format_claims,
+    method_roles,
+)
 from bvkit.report.differences import (
     class_differences,
     class_order,
@@ -20,6 +26,7 @@ from bvkit.report.figures import (
     expert_usage_summary,
     plot_class_difference,
     plot_expert_usage,
+    plot_experts,
     plot_metric_overview,
     plot_split_bars,
     save_figure,
@@ -40,12 +47,12 @@ from bvkit.report.tables import (
 )
 
 __all__ = [
-    "Section", "StudyFrames", "accuracy_table", "add_split_bands", "claims_summary",
+    "Section", "StudyFrames", "ablation_arms", "accuracy_table", "add_split_bands", "claims_summary",
     "claims_table", "class_differences",
     "class_order", "expert_usage_summary", "format_accuracy_table", "format_claims",
     "format_key_insights",
     "key_insights", "method_palette", "method_roles", "moving_average", "plot_class_difference",
-    "plot_expert_usage", "plot_metric_overview", "plot_split_bars", "read_markdown",
+    "plot_expert_usage", "plot_experts", "plot_metric_overview", "plot_split_bars", "read_markdown",
     "render_report", "render_table", "save_figure", "smoothed_differences",
     "split_differences_from_comparison", "split_differences_from_samples", "study_frames",
     "verdict", "write_table",

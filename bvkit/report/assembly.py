@@ -29,6 +29,11 @@ def make_figures(study, *, bootstrap: int, seed: int, window: int | None = None)
         made["expert_usage"] = figures.plot_expert_usage(study.expert_usage)
     else:
         notes.append("expert usage: no routed RIDE runs (no expert_usage.csv); figure skipped")
+    if study.experts is not None:
+        made["experts"] = figures.plot_experts(study.experts.per_split,
+                                               reference=study.reference, palette=palette)
+    else:
+        notes.append("experts: no method has expert logits (expert_logits); figure skipped")
     if study.histories is not None and not study.histories["reused"].all():
         made["training_curves"] = figures.plot_training_curves(
             study.histories, reference=study.reference, palette=palette)
@@ -87,9 +92,15 @@ def report_page(study, made: dict, figure_notes: list[str], shown: dict, table_n
             f"bootstrap intervals", made["variance"])]),
         Section("Per split", figures=[("Accuracy, bias and variance per shot split with "
                                        "bootstrap intervals", made["splits"])]),
-        Section("Expert assignment", notes=[n for n in figure_notes if n.startswith("expert")], figures=[
+        Section("Expert assignment", notes=[n for n in figure_notes if n.startswith("expert usage")], figures=[
             ("Share of samples routed to 1..n experts per shot split", made["expert_usage"])]
             if "expert_usage" in made else []),
+        Section("Experts", notes=[n for n in figure_notes if n.startswith("experts:")], figures=[(
+            "The experts' bias-variance-diversity decomposition (Wood et al. 2023) under "
+            "cross-entropy, with RIDE's own combiner (the softmax of the experts' mean logits), "
+            "per shot split with bootstrap intervals; a routed method's rows are those of all "
+            "its experts (docs/bias_variance.md)", made["experts"])]
+            if "experts" in made else []),
         Section("Training curves", notes=[n for n in figure_notes if n.startswith("training")], figures=[(
             "Training and validation accuracy per epoch from the start of each model's training "
             "(thin: one run per subset; bold: their mean); a method reusing a stage one starts "

@@ -1,10 +1,12 @@
-"""The RIDE slides' six claims checked on a study: each holds, fails or is inconclusive, from
+"""The RIDE slides' claims checked on a study: each holds, fails or is inconclusive, from
 paired bootstrap intervals of differences between methods (``docs/claims.md``).
 
 Every claim is a set of tests; a test is one signed quantity (a split mean of a per-class
 difference ``method - versus``, or a difference of two such split means) whose interval must
 lie on the claimed side of 0. Intervals come from :func:`bvkit.decomposition.compare.
-difference_replicates`, so every test of a study sees the same resampled test samples.
+difference_replicates`, so every test of a study sees the same resampled test samples. Claims
+1-6 read the study's decomposition; claims 7 and 8 compare RIDE arms that differ in one
+setting of their loss, claim 7 through the experts' bias-variance-diversity decomposition.
 """
 
 from __future__ import annotations
@@ -19,13 +21,18 @@ from bvkit.data.profiles import SPLITS
 from bvkit.decomposition import bootstrap as bs
 from bvkit.decomposition.compare import difference_replicates
 from bvkit.decomposition.core import Decomposition
+from bvkit.decomposition.experts import EXPERT_COLUMNS
 from bvkit.errors import BvkitError
+from bvkit.report.study import EXPERT_LOSS
 
 HOLDS, FAILS, INCONCLUSIVE, UNTESTABLE = "holds", "fails", "inconclusive", "untestable"
 RIDE_RECIPES = "ride*"  # a method whose recipe matches is "RIDE"; the others but the reference
 #                         are the re-balancing baselines
 CLAIM_COLUMNS = ["claim", "statement", "verdict", "method", "versus", "metric", "quantity",
                  "expected", "estimate", "lo", "hi", "result"]
+# the spec settings (recipe overrides) that make RIDE's ablation arms
+COLLABORATIVE = "loss_kwargs.collaborative"
+DIVERSITY_WEIGHT = "loss_kwargs.diversity_weight"
 
 
 @dataclass(frozen=True)
@@ -62,8 +69,19 @@ CLAIMS = {
                                for other in (ref, *roles["baselines"])]),
     6: ("RIDE reduces variance throughout the class spectrum", "ride",
         _each_split("variance", -1, "variance")),
+    # arms: (individual, collaborative) and (with the diversity loss, without it)
+    7: ("the individual loss decorrelates RIDE's experts: they are more diverse than with the "
+        "collaborative loss", "collaborative",
+        lambda arms, ref, roles: [Test(*arms, "diversity", ((s, 1.0),), +1,
+                                       f"{s}-shot experts' diversity") for s in SPLITS]),
+    8: ("the distribution-aware diversity loss further reduces model bias", "no_diversity",
+        lambda arms, ref, roles: [Test(*arms, "bias", ((s, 1.0),), -1, f"{s}-shot bias")
+                                  for s in SPLITS]),
 }
-GROUP_NAMES = {"baselines": "re-balancing baseline", "ride": "RIDE method"}
+GROUP_NAMES = {"baselines": "re-balancing baseline", "ride": "RIDE method",
+               "collaborative": "pair of RIDE methods with expert logits differing only in "
+                                "the collaborative loss",
+               "no_diversity": "pair of RIDE methods differing only in a diversity weight of 0"}
 
 
 def method_roles(recipes: dict, reference: str, *, ride=None, baselines=None) -> dict:
@@ -84,12 +102,38 @@ def method_roles(recipes: dict, reference: str, *, ride=None, baselines=None) ->
     return {"ride": list(ride), "baselines": list(baselines)}
 
 
-def claims_table(study, *, ride=None, baselines=None, bootstrap: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> pd.DataFrame:
+def ablation_arms(options: dict, ride, with_experts) -> dict:
+    """``{"collaborative": [(individual, collaborative), ...], "no_diversity": [(with,
+    without), ...]}``: pairs of RIDE methods whose spec settings (``options``: method ->
+    {"method": recipe, overrides..., "seeds": ...}) differ in that one key only, the first
+    of a pair without ``loss_kwargs.collaborative`` (or false) and the second with it true,
+    resp. the first without a ``loss_kwargs.diversity_weight`` of 0 (absent: the recipe's
+    own, not 0 for RIDE) and the second with 0. Claim 7 needs both arms' expert logits
+    (``with_experts``)."""
+    arms = {"collaborative": [], "no_diversity": []}
+    for first in ride:
+        for second in ride:
+            a, b = options.get(first), options.get(second)
+            if first == second or a is None or b is None:
+                continue
+            differ = {key for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
+            if (differ == {COLLABORATIVE} and b.get(COLLABORATIVE) and not a.get(COLLABORATIVE)
+                    and {first, second} <= set(with_experts)):
+                arms["collaborative"].append((first, second))
+            if differ == {DIVERSITY_WEIGHT} and b.get(DIVERSITY_WEIGHT) == 0:
+                arms["no_diversity"].append((first, second))
+    return arms
+
+
+def claims_table(study, *, ride=None, baselines=None, arms=None, bootstrap: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """One row per test of each claim (``CLAIM_COLUMNS``), the claim's verdict on every row.
 
     ``study``: :class:`bvkit.report.StudyFrames`; ``ride`` / ``baselines`` override which
-    methods are RIDE and which the re-balancing baselines (default: read from the recipes).
+    methods are RIDE and which the re-balancing baselines (default: read from the recipes);
+    ``arms`` (``{"collaborative": [(individual, collaborative)], "no_diversity": [(with,
+    without)]}``, either key) overrides the pairs of claims 7 and 8 (default:
+    :func:`ablation_arms` of the study's spec settings).
     A test holds when its ``level`` interval lies on the claimed side of 0, fails when it
     lies on the other side, is inconclusive when it covers 0 and untestable when a split it
     needs has no classes. A claim fails when any test fails, is untestable when it has no
@@ -101,6 +145,17 @@ def claims_table(study, *, ride=None, baselines=None, bootstrap: int = 1000, see
     reference = study.reference
     recipes = study.recipes or {m: m for m in study.methods}
     roles = method_roles(recipes, reference, ride=ride, baselines=baselines)
+    with_experts = [] if study.experts is None else study.experts.methods
+    found = ablation_arms(study.method_options, roles["ride"], with_experts)
+    for group, pairs in (arms or {}).items():
+        if group not in found:
+            raise BvkitError(f"unknown arms {group!r} (choose from {', '.join(found)})")
+        unknown = [m for pair in pairs for m in pair if m not in recipes]
+        if unknown:
+            raise BvkitError(f"unknown method {unknown[0]!r} for the claims "
+                             f"(methods: {', '.join(recipes)})")
+        found[group] = [tuple(pair) for pair in pairs]
+    roles.update(found)
     engine = _Differences(study, bootstrap, seed, level)
     rows = []
     for number, (statement, group, tests_of) in CLAIMS.items():
@@ -132,6 +187,7 @@ class _Differences:
     def __init__(self, study, bootstrap: int, seed: int, level: float):
         self.study, self.bootstrap, self.seed, self.level = study, bootstrap, seed, level
         self.decomposition = Decomposition(study.per_sample, study.per_class, study.per_split)
+        self.experts = study.experts
         classes = study.per_class[(study.per_class["method"] == study.reference)
                                   & (study.per_class["loss"] == study.loss)]
         self.split_of = classes["split"].to_numpy().astype(str)
@@ -154,10 +210,32 @@ class _Differences:
             self._cache[key] = (values - ref, reps)
         return self._cache[key]
 
+    def _between_experts(self, method: str, versus: str, metric: str):
+        """(class differences (C,), replicates (B, C)) of ``method - versus`` in the experts'
+        decomposition (the same resampled test samples), or None without expert logits."""
+        key = (method, versus, metric)
+        if key not in self._cache:
+            if self.experts is None or not {method, versus} <= set(self.experts.methods):
+                return None
+            frame = self.experts.per_class
+            loss = EXPERT_LOSS if EXPERT_LOSS in self.experts.losses else self.experts.losses[0]
+            values = {m: frame[(frame["method"] == m) & (frame["loss"] == loss)][metric]
+                      .to_numpy(float) for m in (method, versus)}
+            reps = difference_replicates(self.experts, method, versus, metric,
+                                         bootstrap=self.bootstrap, seed=self.seed, loss=loss)
+            self._cache[key] = (values[method] - values[versus], reps)
+        return self._cache[key]
+
     def test(self, t: Test) -> tuple[float, float, float, str]:
-        diff, reps = self._vs_reference(t.method, t.metric)
-        other_diff, other_reps = self._vs_reference(t.versus, t.metric)
-        diff, reps = diff - other_diff, reps - other_reps
+        if t.metric in EXPERT_COLUMNS:
+            found = self._between_experts(t.method, t.versus, t.metric)
+            if found is None:
+                return np.nan, np.nan, np.nan, UNTESTABLE
+            diff, reps = found
+        else:
+            diff, reps = self._vs_reference(t.method, t.metric)
+            other_diff, other_reps = self._vs_reference(t.versus, t.metric)
+            diff, reps = diff - other_diff, reps - other_reps
         estimate, combined = 0.0, np.zeros(reps.shape[0])
         for split, weight in t.weights:
             members = self.split_of == split

@@ -18,9 +18,11 @@ def register(subparsers) -> None:
     figures = subparsers.add_parser(
         "figures", help="render a study's figures into DIR/figures/",
         description="Writes DIR/figures/accuracy_difference, bias, variance, splits, "
-                    "expert_usage (routed RIDE runs only) and training_curves (runs with a "
-                    "history.csv): per-class accuracy / bias / variance vs the reference, "
-                    "per-split bars with intervals, expert assignment, accuracy per epoch.")
+                    "expert_usage (routed RIDE runs only), experts (methods with expert "
+                    "logits) and training_curves (runs with a history.csv): per-class accuracy "
+                    "/ bias / variance vs the reference, per-split bars with intervals, expert "
+                    "assignment, the experts' bias-variance-diversity decomposition "
+                    "(cross-entropy), accuracy per epoch.")
     _study_arguments(figures)
     figures.add_argument("--format", default="png", metavar="FMT[,FMT]",
                          help="comma-separated: png, pdf, svg (default png)")

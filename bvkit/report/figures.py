@@ -7,7 +7,8 @@ Artists carry ``gid`` tags so their data can be read back (tests do): ``classes:
 (per-class points), ``smooth:<method>`` (moving average), ``band:<method>`` (its bootstrap band),
 ``split:<split>`` (background span of a shot split), ``bar:<metric>:<method>:<split>``,
 ``expert:<method>:<split>:<k>`` (share of samples using k experts), ``curve:<metric>:<method>``
-and ``run:<metric>:<method>:<subset>`` (training curves).
+and ``run:<metric>:<method>:<subset>`` (training curves); bars also carry
+``err:<metric>:<method>:<split>`` on their interval's line.
 """
 
 from __future__ import annotations
@@ -338,6 +339,38 @@ def plot_expert_usage(expert_usage: pd.DataFrame, *, width: float | None = None,
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", frameon=False,
                ncols=min(max_experts, 6))
+    return fig
+
+
+EXPERT_PANELS = ("ensemble_loss", "average_bias", "average_variance", "diversity")
+
+
+@paper_style
+def plot_experts(experts_per_split: pd.DataFrame, *, loss: str | None = None,
+                 reference: str | None = None, palette: dict | None = None,
+                 width: float = PAGE_WIDTH, height: float = 2.3) -> Figure:
+    """The experts' bias-variance-diversity decomposition per shot split, one bar per method
+    with its ``_lo``/``_hi`` interval: (a) ensemble loss = (b) average bias + (c) average
+    variance - (d) diversity. ``experts_per_split``: :func:`bvkit.decomposition.decompose`'s
+    ``experts.per_split`` (one loss, or pick it with ``loss``)."""
+    frame = select_loss(experts_per_split, loss)
+    require_columns(frame, ["method", "split", *EXPERT_PANELS], "experts per_split")
+    if frame.empty:
+        raise BvkitError("experts per_split frame is empty")
+    palette = palette or method_palette(frame["method"], reference)
+    methods = method_order(frame["method"], reference)
+    splits = _present_splits(frame, EXPERT_PANELS[0])
+    fig = _figure(width, height)
+    axes = fig.subplots(1, len(EXPERT_PANELS))
+    for ax, letter, column in zip(axes, "abcd", EXPERT_PANELS):
+        _grouped_bars(ax, frame, column, f"{column}_lo", f"{column}_hi", methods, palette,
+                      column, splits)
+        ax.set_title(f"({letter}) {METRIC_LABELS[column]}", loc="left")
+        ax.set_ylabel("")  # the title names it
+    shown = str(frame["loss"].iloc[0]) if "loss" in frame else "loss"
+    fig.suptitle(f"{shown}: ensemble loss = average bias + average variance − diversity",
+                 fontsize=8)
+    _legend(fig, methods, palette, ncols=6, bars=True)
     return fig
 
 

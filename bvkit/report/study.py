@@ -1,5 +1,6 @@
 """A study's tidy frames for the figures and tables: its decomposition under one loss, each
-method's comparison to the reference, the runs' metrics, expert usage and training curves."""
+method's comparison to the reference, its multi-expert methods' bias-variance-diversity
+decomposition (cross-entropy), the runs' metrics, expert usage and training curves."""
 
 from __future__ import annotations
 
@@ -22,6 +23,9 @@ from bvkit.report.differences import split_differences_from_comparison
 from bvkit.study.reader import Study, load_study, read_histories, read_table
 
 DIFFERENCE_METRICS = ("accuracy", "error", "bias", "variance")
+#: The experts' decomposition of the report: cross-entropy, whose combiner (the normalised
+#: geometric mean of the experts' softmaxes) is RIDE's own, whatever the study's ``loss``.
+EXPERT_LOSS = "cross-entropy"
 
 
 @dataclass
@@ -42,6 +46,10 @@ class StudyFrames:
     few: int = FEW_SHOT
     histories: pd.DataFrame | None = None  # the runs' history.csv (read_histories), where runs/ has them
     recipes: dict = field(default_factory=dict)  # method -> its recipe (the spec's ``method``)
+    # the bias-variance-diversity decomposition (EXPERT_LOSS) of the methods with expert logits
+    experts: Decomposition | None = None
+    # method -> what its spec entry sets: {"method": recipe, **recipe overrides, "seeds": [...]}
+    method_options: dict = field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
@@ -52,7 +60,8 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
                  seed: int = 0, many: int = MANY_SHOT, few: int = FEW_SHOT) -> StudyFrames:
     """Decompose every prediction set of a study under ``loss`` (with ``bootstrap`` intervals,
     shot splits at ``many`` / ``few``) and compare each method to ``reference`` with paired
-    bootstrap intervals.
+    bootstrap intervals; methods with expert logits also get their experts' bias-variance-
+    diversity decomposition under cross-entropy (``experts``), with the same bootstrap.
 
     ``source``: a :class:`~bvkit.study.reader.Study`, a study directory, or a plain folder of
     prediction sets (``predictions/<method>.npz`` and, optionally, metrics.csv and
@@ -60,8 +69,9 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
     """
     if loss not in LOSSES:
         raise BvkitError(f"unknown loss {loss!r} (choose {', '.join(LOSSES)})")
-    directory, sets, metrics, usage, histories, recipes = _read(source)
-    parts = [decompose_file(pset, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few)
+    directory, sets, metrics, usage, histories, recipes, options = _read(source)
+    parts = [decompose_file(pset, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few,
+                            expert_loss=EXPERT_LOSS)
              for pset in sets]
     decomposition = Decomposition.concat(parts)
     if reference not in decomposition.methods:
@@ -81,12 +91,15 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
         expert_usage=None if usage.empty else usage,
         histories=None if histories.empty else histories, many=many, few=few,
         recipes={m: recipes.get(m, m) for m in decomposition.methods},
+        experts=decomposition.experts,
+        method_options={m: options[m] for m in decomposition.methods if m in options},
     )
 
 
 def _read(source):
-    """(directory, prediction sets, metrics, expert usage, training curves, method -> recipe)
-    of a study or a plain folder (where a method's name is its recipe)."""
+    """(directory, prediction sets, metrics, expert usage, training curves, method -> recipe,
+    method -> its spec settings) of a study or a plain folder (where a method's name is its
+    recipe and nothing else is known of it)."""
     if not isinstance(source, Study):
         directory = Path(source)
         if not directory.exists():
@@ -97,10 +110,13 @@ def _read(source):
             sets = [load_predictions(path) for path in find_prediction_sets(directory)]
             metrics = read_table(directory / "metrics.csv")
             histories = read_histories(directory, metrics) if "run_id" in metrics else metrics.iloc[:0]
-            return directory, sets, metrics, read_table(directory / "expert_usage.csv"), histories, {}
+            return (directory, sets, metrics, read_table(directory / "expert_usage.csv"),
+                    histories, {}, {})
         source = load_study(directory)
     if not source.prediction_sets:
         raise BvkitError(f"{source.path}: no complete method has predictions yet")
     recipes = {m.name: m.method for m in source.spec.methods}
+    options = {m.name: {"method": m.method, **m.overrides, "seeds": list(m.seeds)}
+               for m in source.spec.methods}
     return (source.path, list(source.prediction_sets.values()), source.metrics,
-            source.expert_usage, source.histories, recipes)
+            source.expert_usage, source.histories, recipes, options)

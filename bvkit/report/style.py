@@ -43,6 +43,10 @@ METRIC_LABELS = {
     "bias": "bias",
     "variance": "variance",
     "net_variance": "net variance",
+    "ensemble_loss": "ensemble loss",
+    "average_bias": "average bias",
+    "average_variance": "average variance",
+    "diversity": "diversity",
 }
 # Lower is better for every decomposition term; higher is better for accuracy.
 HIGHER_IS_BETTER = {"accuracy": True, "error": False, "bias": False, "variance": False,

@@ -51,10 +51,12 @@ HISTORY_EPOCHS = 4  # epochs of each run's history.csv; a reusing run adds 2 of 
 
 
 def make_study(directory, n_classes=12, per_class_test=10, n_models=3, seed=0,
-               methods=("ce", "ldam", "ride-3"), routed=("ride-3",), counts=None, reusing=("ldam",)):
+               methods=("ce", "ldam", "ride-3"), routed=("ride-3",), counts=None, reusing=("ldam",),
+               experts=("ride-3",)):
     """A small study directory: predictions/<method>.npz, metrics.csv, expert_usage.csv and
     runs/<run_id>/history.csv; a method in ``reusing`` reuses the first method's run of its
-    subset as its stage one (as cRT reuses CE's) and trains 2 epochs of its own."""
+    subset as its stage one (as cRT reuses CE's) and trains 2 epochs of its own; a method in
+    ``experts`` has 3 experts' logits (``expert_logits``) whose mean is its logits."""
     from pathlib import Path
 
     from bvkit.data.profiles import shot_splits, split_means
@@ -74,9 +76,13 @@ def make_study(directory, n_classes=12, per_class_test=10, n_models=3, seed=0,
         strength = 1.0 + 2.5 * head + 0.6 * i
         logits = rng.normal(0, 1.0, (n_models, labels.size, n_classes))
         logits[:, np.arange(labels.size), labels] += strength[labels]
+        expert_logits = None
+        if method in experts:  # its own generator: the other methods' numbers stay as they were
+            spread = np.random.default_rng([seed, i]).normal(0, 1.0, (n_models, 3, *logits.shape[1:]))
+            expert_logits = (logits[:, None] + spread - spread.mean(axis=1, keepdims=True)).astype(np.float32)
         save_predictions(directory / "predictions" / f"{method}.npz", labels,
                          logits=logits.astype(np.float32), train_counts=counts,
-                         class_names=[f"c{c}" for c in range(n_classes)])
+                         class_names=[f"c{c}" for c in range(n_classes)], expert_logits=expert_logits)
         for d in range(n_models):
             # what training writes: split accuracy = mean of the classes' accuracies, at the
             # default thresholds (split_means over shot_splits(counts))

@@ -37,7 +37,8 @@ def study_dir(tmp_path_factory):
 def test_figures_command_writes_every_figure(run_cli, study_dir):
     code, out, err = run_cli("figures", study_dir, "--format", "png,pdf", *BOOTSTRAP)
     assert code == 0, err
-    names = ["accuracy_difference", "bias", "variance", "splits", "expert_usage", "training_curves"]
+    names = ["accuracy_difference", "bias", "variance", "splits", "expert_usage", "experts",
+             "training_curves"]
     for name in names:
         png = study_dir / "figures" / f"{name}.png"
         assert str(png) in out
@@ -125,7 +126,7 @@ def test_table_command_prints_parsable_markdown(run_cli, study_dir):
     assert list(frame["Method"]) == ["ldam", "ride-3"]
     assert frame.shape == (2, 7)
     claims = tables.read_markdown((study_dir / "tables" / "claims.md").read_text())
-    assert list(claims.columns) == ["Claim", "Verdict", "Evidence"] and len(claims) == 6
+    assert list(claims.columns) == ["Claim", "Verdict", "Evidence"] and len(claims) == 8
     assert set(claims["Verdict"]) <= {"HOLDS", "FAILS", "INCONCLUSIVE", "UNTESTABLE"}
     code, out, _ = run_cli("table", study_dir, "--format", "latex", *BOOTSTRAP)
     assert code == 0 and r"\begin{tabular}" in (study_dir / "tables" / "accuracy.tex").read_text()
@@ -138,7 +139,7 @@ def test_report_command_embeds_everything(run_cli, study_dir, tmp_path):
     code, out, err = run_cli("report", study_dir, "--out", out_file, *BOOTSTRAP)
     assert code == 0, err
     page = out_file.read_text()
-    assert page.count("data:image/png;base64,") == 6
+    assert page.count("data:image/png;base64,") == 7
     assert "shot splits many &gt; 100, few &lt; 20 training images" in page
     assert page.count("<table") == 3  # accuracy, key insights, the slides' claims
     assert "RIDE improves accuracy on all three splits" in page
@@ -148,18 +149,19 @@ def test_report_command_embeds_everything(run_cli, study_dir, tmp_path):
         pytest.skip("chromium not installed: page not rendered")
     dom = dump_dom_with_probe(out_file)
     widths = re.search(r'data-image-widths="([0-9,]*)"', dom).group(1).split(",")
-    assert len(widths) == 6 and all(int(w) > 0 for w in widths)
+    assert len(widths) == 7 and all(int(w) > 0 for w in widths)
     assert dom.count("<table") == 3 and "Tail Variance" in dom
     shot = np.asarray(Image.open(screenshot(out_file, tmp_path / "page.png")).convert("L"), float)
     assert shot.std() > 10 and (shot < 128).mean() > 0.002
 
 
 def test_missing_expert_usage_and_metrics_are_notes(run_cli, tmp_path):
-    study = make_study(tmp_path / "s", methods=("ce", "focal"), routed=())
+    study = make_study(tmp_path / "s", methods=("ce", "focal"), routed=(), experts=())
     (study / "metrics.csv").unlink()
     code, out, err = run_cli("figures", study, *BOOTSTRAP)
     assert code == 0
     assert "expert usage" in err and not (study / "figures" / "expert_usage.png").exists()
+    assert "experts: no method has expert logits" in err and not (study / "figures" / "experts.png").exists()
     assert "training curves" in err and not (study / "figures" / "training_curves.png").exists()
     code, out, err = run_cli("table", study, *BOOTSTRAP)
     assert code == 0 and "no metrics.csv" in err and "Tail Acc" in out

@@ -1,4 +1,5 @@
-"""Long-tail losses: CE, focal, class-balanced, LDAM, DRW, balanced softmax, RIDE, routing, distill.
+"""Long-tail losses: CE, focal, class-balanced, LDAM, DRW, balanced softmax / logit adjustment,
+RIDE, routing, distill, SADE's three expert losses.
 
 Every loss is an ``nn.Module`` built from ``class_counts`` (per-class training counts; nothing
 hard-codes a class number) whose per-class vectors are buffers, so ``.to(device)`` moves them.
@@ -16,6 +17,11 @@ Conventions (where the sources differ):
   lowered by ``s * m_y`` (s = 30), then CE. The logits are taken as already scaled: our cosine
   classifiers return ``30 * cosine``, so this is exactly the LDAM reference's
   ``CE(s * (cosine - m_y))`` and the RIDE code's ``CE(logits - s * m_y)``.
+* Logit adjustment (Menon et al. 2021): CE on ``logits + tau * log pi`` with ``pi_c = n_c / N``;
+  balanced softmax is tau = 1.
+* SADE (Zhang et al. 2022): expert 1 plain CE, expert 2 CE on ``z + log pi``, expert 3 CE on
+  ``z + log pi - tau * log pi_inv`` (tau = 2), where ``pi_inv`` is the prior with its order
+  reversed (``inverse_prior``); the three losses are summed.
 * RIDE diversity temperatures: ``beta_c = gamma*C*pi_c + 1 - gamma``; "code" form
   ``T = alpha * beta / max(beta)`` (default), "paper" form ``T = alpha * (beta + 1 - max(beta))``.
   They switch on with the DRW weights (``epoch >= drw_epoch``); before, ``T = alpha``.
@@ -64,6 +70,18 @@ def ldam_margins(class_counts, max_margin: float = 0.5) -> np.ndarray:
 def log_prior(class_counts) -> np.ndarray:
     counts = as_counts(class_counts)
     return np.log(counts / counts.sum())
+
+
+def inverse_prior(class_counts) -> np.ndarray:
+    """SADE's "inverse" prior: the sorted prior values handed out in reverse order, so the
+    class with the k-th smallest prior gets the k-th largest value (ties broken by class index,
+    a stable sort)."""
+    counts = as_counts(class_counts)
+    prior = counts / counts.sum()
+    order = np.argsort(prior, kind="stable")  # ascending
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return np.sort(prior)[order.size - 1 - rank]
 
 
 def diversity_temperatures(
@@ -199,12 +217,53 @@ class LogitAdjustedLoss(LongTailLoss):
 
     def __init__(self, class_counts, tau: float = 1.0, **kw):
         super().__init__(class_counts, **kw)
+        if not tau >= 0:
+            raise BvkitError(f"logit adjustment needs tau >= 0, got {tau}")
         self.tau = float(tau)
         self.register_buffer("log_prior", torch.as_tensor(log_prior(self.class_counts.numpy()), dtype=torch.float32))
 
     def loss(self, logits, target):
         adjusted = logits + self.tau * self.log_prior.to(logits.dtype)
         return F.cross_entropy(adjusted, target, weight=self.weights_for(logits))
+
+
+# ---------------------------------------------------------------- SADE
+
+
+class SADELoss(nn.Module):
+    """SADE's diverse-expert loss (Zhang et al., NeurIPS 2022; ``DiverseExpertLoss``): on the
+    three experts' logits ``output["expert_logits"]`` (3, B, C), the sum of CE (forward expert),
+    CE on ``z + log pi`` (uniform expert, balanced softmax) and CE on
+    ``z + log pi - tau * log pi_inv`` (backward expert, ``inverse_prior``), tau = 2."""
+
+    def __init__(self, class_counts, tau: float = 2.0):
+        super().__init__()
+        if not tau >= 0:
+            raise BvkitError(f"SADE's backward expert needs tau >= 0, got {tau}")
+        counts = as_counts(class_counts)
+        self.num_classes, self.tau = counts.size, float(tau)
+        self.register_buffer("log_prior", torch.as_tensor(log_prior(counts), dtype=torch.float32))
+        self.register_buffer("log_inverse_prior", torch.as_tensor(np.log(inverse_prior(counts)), dtype=torch.float32))
+
+    def set_epoch(self, epoch: int) -> None:
+        """No epoch dependence."""
+
+    def graph_key(self) -> None:
+        return None
+
+    def expert_targets(self) -> torch.Tensor:
+        """(3, C) what each expert's logits are shifted by before its CE."""
+        zero = torch.zeros_like(self.log_prior)
+        return torch.stack([zero, self.log_prior, self.log_prior - self.tau * self.log_inverse_prior])
+
+    def forward(self, output: dict, target: torch.Tensor) -> torch.Tensor:
+        expert_logits = output["expert_logits"]
+        if expert_logits.dim() != 3 or expert_logits.shape[0] != 3 or expert_logits.shape[2] != self.num_classes:
+            raise BvkitError(f"SADE's loss needs the logits of 3 experts (3, B, {self.num_classes}), "
+                             f"got {tuple(expert_logits.shape)}")
+        shifted = expert_logits + self.expert_targets().to(expert_logits.dtype).unsqueeze(1)
+        # each expert's CE is a mean over the batch: the sum of the three is 3 x the mean over the stacked rows
+        return 3 * F.cross_entropy(shifted.reshape(-1, self.num_classes), target.repeat(3))
 
 
 # ---------------------------------------------------------------- RIDE
@@ -408,3 +467,4 @@ register_loss("logit-adjustment", _preset(LogitAdjustedLoss))
 register_loss("ride", _preset(RIDELoss))
 register_loss("ride-distill", _preset(RIDEDistillLoss))
 register_loss("routing", _preset(RoutingLoss))
+register_loss("sade", _preset(SADELoss))

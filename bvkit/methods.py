@@ -30,8 +30,10 @@ from typing import Any
 from bvkit.errors import BvkitError
 from bvkit.registry import Registry
 
-STAGE_KINDS = ("crt", "tau-norm", "lws", "routing")
+STAGE_KINDS = ("crt", "tau-norm", "lws", "routing", "posthoc-adjust", "maxnorm", "sade-tta")
 PRECISIONS = ("auto", "bf16", "fp32")
+DEVICE_DATA_STAGES = ("sade-tta",)  # second stages on device-held (CIFAR-style) data only
+RECIPE_CHECKS: list = []  # check(recipe) raising BvkitError, from the modules registering methods
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,8 @@ class Recipe:
     precision: str = "auto"  # one of PRECISIONS; bvkit.train.devices.resolve_precision
 
     @property
-    def is_ride(self) -> bool:
-        return self.model.startswith("ride")
+    def is_ride(self) -> bool:  # multi-expert models trained on their experts' logits (RIDE's, SADE's)
+        return self.model.startswith(("ride", "sade"))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,7 +99,7 @@ class Recipe:
         return cls(**data)
 
 
-_METHODS: Registry[Recipe] = Registry("method")
+_METHODS: Registry[Recipe] = Registry("method", built_in=("bvkit.methods_since_ride",))  # loaded on first look-up
 
 
 def register_method(recipe: Recipe, overwrite: bool = False) -> Recipe:
@@ -287,6 +289,9 @@ def _check(recipe: Recipe) -> None:
         minimum = 2 if any(stage.kind == "routing" for stage in recipe.stages) else 1
         if not isinstance(experts, int) or experts < minimum:
             raise BvkitError(f"num_experts must be an integer >= {minimum} for {recipe.name}, got {experts!r}")
+    _METHODS.names()  # loads the built-in method modules: their RECIPE_CHECKS too
+    for check in RECIPE_CHECKS:
+        check(recipe)
 
 
 # The LDAM paper's baselines (kaidic/LDAM-DRW cifar_train.py, which trains CE, focal, LDAM and
@@ -491,10 +496,10 @@ DATASET_SETTINGS = {
 
 def for_dataset(recipe: Recipe, dataset: str) -> Recipe:
     """``recipe`` in ``dataset``'s published setting (``DATASET_SETTINGS``); unchanged for
-    other datasets (the CIFAR recipes are the registry's own) and for procedure recipes
-    (BBN, OLTR, LFME, M2m: CIFAR only)."""
+    other datasets (the CIFAR recipes are the registry's own), for procedure recipes (BBN,
+    OLTR, LFME, M2m) and SADE's (``DEVICE_DATA_STAGES``): CIFAR only."""
     setting = DATASET_SETTINGS.get(dataset) if isinstance(dataset, str) else None
-    if setting is None or recipe.procedure is not None:
+    if setting is None or recipe.procedure is not None or any(stage.kind in DEVICE_DATA_STAGES for stage in recipe.stages):
         return recipe
     fields_ = dict(setting.recipe)
     if recipe.drw_epoch is None:  # a method without DRW keeps none

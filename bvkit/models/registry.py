@@ -20,7 +20,7 @@ class ModelEntry:
 # the built-in architectures register themselves when imported, on the first look-up
 MODELS: Registry[ModelEntry] = Registry("model", built_in=(
     "bvkit.models.resnet_cifar", "bvkit.models.resnet_imagenet", "bvkit.models.ride",
-    "bvkit.models.bbn", "bvkit.models.oltr"))
+    "bvkit.models.bbn", "bvkit.models.oltr", "bvkit.models.sade", "bvkit.models.resnet34_cifar"))
 
 
 def register_model(name: str | None = None, *, tags: tuple[str, ...] = (), overwrite: bool = False):

@@ -1,8 +1,11 @@
-"""Decoupled second stages on frozen features (Kang et al. 2020): cRT, tau-norm, LWS.
+"""Decoupled second stages on frozen features: cRT, tau-norm, LWS (Kang et al. 2020), the
+post-hoc logit adjustment (Menon et al. 2021) and weight balancing's MaxNorm fine-tuning of the
+classifier (Alshammari et al. 2022).
 
 Each function takes the trained stage-one classifier model (it must expose ``classifier``
 with a ``(C, F)`` weight and ``forward_features``), freezes the backbone and swaps in a new
-last layer; the backbone's weights are never touched.
+last layer (or, for weight balancing, lets the old one train); the backbone's weights are
+never touched.
 """
 
 from __future__ import annotations
@@ -102,4 +105,89 @@ def attach_tau_norm(model: nn.Module, tau: float) -> nn.Module:
     check_decouplable(model)
     freeze(model)
     model.classifier = TauNormClassifier(classifier_weight(model.classifier), tau)
+    return model.classifier
+
+
+# ---------------------------------------------------------------- post-hoc logit adjustment
+
+
+class AdjustedClassifier(nn.Module):
+    """The frozen classifier's logits minus ``tau * log prior`` (Menon et al. 2021, post-hoc)."""
+
+    def __init__(self, classifier: nn.Module, log_prior: torch.Tensor, tau: float):
+        super().__init__()
+        self.base = classifier
+        self.tau = float(tau)
+        self.register_buffer("offset", (self.tau * log_prior.detach().float()).to(classifier_weight(classifier).device))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        logits = self.base(features)
+        return logits - self.offset.to(logits.dtype)
+
+
+def adjusted_logits(logits: torch.Tensor, log_prior: torch.Tensor, tau: float) -> torch.Tensor:
+    return logits - float(tau) * log_prior.to(logits.dtype)
+
+
+def select_adjustment_tau(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor, grid,
+                          num_classes: int) -> tuple[float, list[dict]]:
+    """The tau in ``grid`` whose adjusted (validation) ``logits`` have the best mean per-class
+    accuracy; ties go to the smaller tau. Returns (tau, [{"tau", "val_accuracy"}, ...])."""
+    scores = []
+    for tau in grid:
+        preds = adjusted_logits(logits, log_prior, tau).argmax(1)
+        accuracy = mean_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(), num_classes)
+        scores.append({"tau": float(tau), "val_accuracy": accuracy})
+    best = max(scores, key=lambda row: (row["val_accuracy"], -row["tau"]))
+    return best["tau"], scores
+
+
+def attach_adjustment(model: nn.Module, log_prior: torch.Tensor, tau: float) -> nn.Module:
+    """Post-hoc logit adjustment: the frozen model's classifier wrapped to subtract ``tau * log prior``."""
+    check_decouplable(model)
+    freeze(model)
+    model.classifier = AdjustedClassifier(model.classifier, log_prior, tau)
+    return model.classifier
+
+
+# ---------------------------------------------------------------- weight balancing: MaxNorm
+
+
+def max_norm_bound(weight: torch.Tensor, thresh: float) -> float:
+    """The MaxNorm radius of the weight-balancing code (``MaxNorm_via_PGD.setPerLayerThresh``):
+    ``min + thresh * (max - min)`` of the class rows' L2 norms."""
+    norms = weight.detach().float().norm(dim=1)
+    return float(norms.min() + thresh * (norms.max() - norms.min()))
+
+
+@torch.no_grad()
+def project_max_norm(weight: torch.Tensor, bound: float) -> None:
+    """Each class row of ``weight`` with an L2 norm above ``bound`` scaled back onto it, in place."""
+    norms = weight.norm(dim=1, keepdim=True)
+    weight.mul_(torch.clamp(bound / norms.clamp_min(1e-12), max=1.0))
+
+
+class MaxNormSGD(torch.optim.SGD):
+    """SGD whose every step ends with the MaxNorm projection of ``constrained`` (projected
+    gradient descent)."""
+
+    def __init__(self, params, constrained: torch.Tensor, bound: float, **sgd):
+        if not bound > 0:
+            raise BvkitError(f"the MaxNorm bound must be > 0, got {bound}")
+        super().__init__(params, **sgd)
+        self.constrained, self.bound = constrained, float(bound)
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        project_max_norm(self.constrained, self.bound)
+        return loss
+
+
+def attach_weight_balancing(model: nn.Module) -> nn.Module:
+    """Weight balancing's stage two: the backbone frozen, the stage-one classifier (weight and
+    bias) left to train. Returns the classifier."""
+    check_decouplable(model)
+    freeze(model)
+    for parameter in model.classifier.parameters():
+        parameter.requires_grad_(True)
     return model.classifier

@@ -2,8 +2,9 @@
 (``docs/formats.md``): ``labels (N,)`` int and exactly one of ``logits (D, N, C)``, ``probs (D,
 N, C)`` or ``preds (D, N)``, optionally ``train_counts (C,)``, ``class_names (C,)`` and, for
 multi-expert models (RIDE), ``expert_logits (D, M, N, C)``: each of the M experts' own logits
-(``logits`` stays the model's real output), as an uncompressed ``.npz`` or a directory of
-``.npy`` files.
+(``logits`` stays the model's real output) and, for a model that combines them with learned
+weights (SADE), ``expert_weights (D, M)`` (rows >= 0 summing to 1; absent: the plain mean), as
+an uncompressed ``.npz`` or a directory of ``.npy`` files.
 
 This module writes them (the training run, the study and a user's own code all use
 ``save_predictions``); ``bvkit.decomposition.io`` reads them, memory-mapped. Pure numpy.
@@ -20,11 +21,13 @@ import numpy as np
 from bvkit.errors import BvkitError
 
 SCORE_KEYS = ("logits", "probs", "preds")
-OPTIONAL_KEYS = ("train_counts", "class_names", "expert_logits")
+OPTIONAL_KEYS = ("train_counts", "class_names", "expert_logits", "expert_weights")
+#: how far a row of ``expert_weights`` may sum from 1
+WEIGHT_SUM_TOLERANCE = 1e-4
 
 
 def save_predictions(path, labels, logits=None, probs=None, preds=None, train_counts=None,
-                     class_names=None, expert_logits=None) -> Path:
+                     class_names=None, expert_logits=None, expert_weights=None) -> Path:
     """Write a prediction set: an uncompressed ``.npz`` if ``path`` ends in ``.npz``, else a
     directory of ``.npy`` files. Each file is written to a temporary name and renamed, so a
     reader never sees a half-written file."""
@@ -44,6 +47,10 @@ def save_predictions(path, labels, logits=None, probs=None, preds=None, train_co
             raise BvkitError(f"expert_logits must be (D, M, N, C) beside logits (D, N, C); got {experts.shape} "
                              f"beside {next(iter(given))} {np.shape(scores)}")
         arrays["expert_logits"] = experts
+    if expert_weights is not None:
+        if expert_logits is None:
+            raise BvkitError("expert_weights need expert_logits beside them (the experts they weight)")
+        arrays["expert_weights"] = check_expert_weights(expert_weights, arrays["expert_logits"].shape)
     for key, arr in arrays.items():
         if arr.dtype.hasobject:
             raise BvkitError(f"{key} is an object array; prediction files hold plain arrays only")
@@ -58,6 +65,23 @@ def save_predictions(path, labels, logits=None, probs=None, preds=None, train_co
         for key, arr in arrays.items():
             atomic_write(path / f"{key}.npy", lambda f, a=arr: np.save(f, a))
     return path
+
+
+def check_expert_weights(weights, expert_shape) -> np.ndarray:
+    """``weights`` as a float array, refused unless (D, M) beside ``expert_logits`` of shape
+    ``expert_shape`` (D, M, N, C), finite, and each row >= 0 summing to 1."""
+    weights = np.asarray(weights)
+    if weights.dtype.kind not in "fiu" or weights.shape != tuple(expert_shape[:2]):
+        raise BvkitError(f"expert_weights must be (D, M) = {tuple(expert_shape[:2])} numbers beside expert_logits "
+                         f"(D, M, N, C); got {weights.shape} of dtype {weights.dtype}")
+    rows = np.asarray(weights, dtype=np.float64)
+    if not np.isfinite(rows).all() or (rows < 0).any():
+        raise BvkitError("expert_weights must be finite and >= 0")
+    off = np.abs(rows.sum(axis=1) - 1)
+    if (off > WEIGHT_SUM_TOLERANCE).any():
+        raise BvkitError(f"expert_weights of model {int(off.argmax())} sum to {rows[off.argmax()].sum():.6g}, "
+                         f"not 1 (tolerance {WEIGHT_SUM_TOLERANCE:g})")
+    return weights
 
 
 def atomic_write(path: Path, write) -> None:

@@ -33,7 +33,8 @@ def register(subparsers) -> None:
             "OUT/comparison_per_class.csv and OUT/comparison_per_split.csv. Inputs holding "
             "expert_logits (multi-expert models such as RIDE) also get the bias-variance-"
             "diversity decomposition of their experts under the squared and cross-entropy "
-            "losses asked for: OUT/experts_per_class.csv and OUT/experts_per_split.csv. When "
+            "losses asked for: OUT/experts_per_class.csv and OUT/experts_per_split.csv (not for a model "
+            "combining its experts with learned expert_weights, such as SADE: a note says so). When "
             "pyarrow is importable, each file also as a .parquet file beside its CSV."
         ),
     )
@@ -41,7 +42,7 @@ def register(subparsers) -> None:
         "inputs", nargs="+", metavar="INPUT",
         help="a prediction set (.npz, or a directory of .npy files: labels.npy, one of "
              "logits.npy/probs.npy/preds.npy, optional train_counts.npy, class_names.npy, "
-             "expert_logits.npy), or a study directory holding predictions/<method>.npz or predictions/<method>/")
+             "expert_logits.npy, expert_weights.npy), or a study directory holding predictions/<method>.npz or predictions/<method>/")
     parser.add_argument("--loss", default="squared",
                         choices=[*LOSSES, "all"],
                         help="loss to decompose (default: squared, the Brier score)")
@@ -108,6 +109,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {', '.join(skipped)}: expert logits not decomposed: zero-one has no "
               f"bias-variance-diversity decomposition (use --loss squared, cross-entropy or all)",
               file=sys.stderr)
+    for method in (m for m, s in result.settings.items() if s.get("weighted_experts")):
+        print(f"note: {method}: experts combined with learned weights (expert_weights); the expert "
+              f"decomposition needs equal weights: skipped", file=sys.stderr)
     print(f"\nwrote {', '.join(str(path) for path in written)}")
     return 0
 

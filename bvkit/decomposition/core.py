@@ -22,6 +22,7 @@ from bvkit.decomposition.grouping import (
 from bvkit.decomposition.io import PredictionSet, load_predictions
 from bvkit.decomposition.terms import columns_of
 from bvkit.errors import BvkitError
+from bvkit.predictions import check_expert_weights
 
 CLASS_KEY = ["method", "loss", "class", "class_name", "train_count", "split", "n_test"]
 SPLIT_KEY = ["method", "loss", "split", "n_classes", "n_test"]
@@ -98,6 +99,7 @@ def decompose(
     expert_logits=None,
     routed: bool | None = None,
     expert_loss=None,
+    expert_weights=None,
 ) -> Decomposition:
     """Bias-variance decomposition of D models' predictions on one test set.
 
@@ -122,7 +124,11 @@ def decompose(
     (:func:`decompose_experts`, with the same splits and bootstrap) under ``expert_loss``
     (default: the losses of ``loss`` that have one, squared and cross-entropy; none for
     zero-one alone). ``routed``: whether ``logits`` may be a router's mean of each sample's
-    first k experts (None: either; False: always the mean of all M).
+    first k experts (None: either; False: always the mean of all M). ``expert_weights (D, M)``:
+    the weights each model combines its experts with (SADE's learned ones); when they are not
+    all 1/M, ``logits`` must be the weighted sum of the experts and no expert decomposition is
+    computed (it needs equal weights: ``experts`` stays None and ``settings[method]
+    ["weighted_experts"]`` is True); equal weights are the plain mean, as without them.
     """
     losses = inputs.resolve_losses(loss)
     kind, scores = inputs.pick_scores(logits, probs, preds)
@@ -175,10 +181,18 @@ def decompose(
         bootstrap_models=bootstrap_models, level=level, seed=seed, kind=kind,
         n_models=int(scores.shape[0]), n_samples=int(labels.shape[0]), n_classes=n_classes)}
     experts = None
+    if expert_weights is not None and expert_logits is None:
+        raise BvkitError("expert_weights need expert_logits beside them (the experts they weight)")
     if expert_logits is not None:
         if kind != "logits":
             raise BvkitError(f"expert_logits need logits beside them (the model's own output), "
                              f"not {kind}")
+        if _learned_weights(expert_logits, expert_weights):
+            E.check_expert_inputs(_as_array(expert_logits), labels, scores, routed, chunk_size,
+                                  weights=expert_weights)
+            settings[method]["weighted_experts"] = True
+            expert_logits = None  # the expert decomposition assumes equal weights: skipped
+    if expert_logits is not None:
         names = (tuple(name for name in losses if name in E.EXPERT_LOSSES)
                  if expert_loss is None else resolve_expert_losses(expert_loss))
         if names:
@@ -198,6 +212,15 @@ def decompose(
         model_frame(method, groups.class_means(correct), groups),
         experts,
     )
+
+
+def _learned_weights(expert_logits, expert_weights) -> bool:
+    """Whether ``expert_weights`` (checked against ``expert_logits``' shape) combine the
+    experts otherwise than by their plain mean."""
+    if expert_weights is None:
+        return False
+    weights = check_expert_weights(expert_weights, np.shape(expert_logits))
+    return not E.equal_weights(weights)
 
 
 def _check_options(many, few, bootstrap, level, seed, chunk_size) -> None:

@@ -13,7 +13,8 @@ loss of the ensemble splits exactly, per test sample, into
 Definitions and identities: ``docs/bias_variance.md`` (section "Experts"); the input array
 ``expert_logits (D, M, N, C)``: ``docs/formats.md``. :func:`expert_terms` gives the per-sample
 terms (any M >= 1, D >= 1); :func:`check_expert_inputs` is what a decomposition of files
-accepts (M >= 2, D >= 2, finite, the stored ``logits`` the experts' mean);
+accepts (M >= 2, D >= 2, finite, the stored ``logits`` the experts' mean, or their weighted
+sum given ``expert_weights``);
 :func:`bvkit.decomposition.core.decompose_experts` groups the terms per class and per split.
 Everything is computed in float64.
 """
@@ -127,8 +128,15 @@ def chunks(n_samples: int, chunk_size: int):
         yield start, min(start + chunk_size, n_samples)
 
 
+def equal_weights(expert_weights, tolerance: float = 1e-6) -> bool:
+    """Whether ``expert_weights (D, M)`` are all 1/M within ``tolerance``: the plain mean the
+    decomposition assumes (RIDE's), which a file without them means too."""
+    weights = np.asarray(expert_weights, dtype=np.float64)
+    return bool((np.abs(weights - 1.0 / weights.shape[-1]) <= tolerance).all())
+
+
 def check_expert_inputs(expert_logits, labels, logits=None, routed=None,
-                        chunk_size: int | None = None) -> bool:
+                        chunk_size: int | None = None, weights=None) -> bool:
     """Refuse expert logits a decomposition cannot use; return whether a router shows.
 
     The experts must be ``(D, M, N, C)`` with M >= 2 and D >= 2, floating point and finite,
@@ -136,8 +144,10 @@ def check_expert_inputs(expert_logits, labels, logits=None, routed=None,
     C; their mean must then be ``logits`` within :data:`EXPERT_MEAN_TOLERANCE`.
     ``routed=False``: the mean over all M experts, for every sample; ``routed=True`` or
     ``None`` (not known): for each sample the mean of its first k experts for some k in 1..M,
-    as RIDE's router forms its output. Returns True when some sample's logits are the mean of
-    fewer than M experts.
+    as RIDE's router forms its output. ``weights (D, M)`` (checked, ``bvkit.predictions``):
+    ``logits`` must instead be each model's weighted sum of all its experts, ``sum_m w_dm z_dm``
+    (a learned combiner such as SADE's; ``routed`` then does not apply). Returns True when some
+    sample's logits are the mean of fewer than M experts.
     """
     experts = expert_logits
     if experts.ndim != 4:
@@ -165,23 +175,34 @@ def check_expert_inputs(expert_logits, labels, logits=None, routed=None,
         if logits is None:
             continue
         output = np.asarray(logits[:, start:stop], dtype=np.float64)
-        # prefix means: the mean of the first k experts, k = 1..M
-        prefix = np.cumsum(block, axis=1) / np.arange(1, n_experts + 1)[None, :, None, None]
-        off = np.abs(prefix - output[:, None]).max(axis=-1)  # (D, M, n)
+        combined = _combinations(block, weights)  # (D, K, n, C), the last: all M experts
+        off = np.abs(combined - output[:, None]).max(axis=-1)  # (D, K, n)
         allowed = EXPERT_MEAN_TOLERANCE * (1 + np.abs(output).max(axis=-1))  # (D, n)
         match = off <= allowed[:, None]
-        good = match[:, -1] if routed is False else match.any(axis=1)
+        good = match[:, -1] if routed is False or weights is not None else match.any(axis=1)
         if not good.all():
             d, n = np.argwhere(~good)[0]
             worst = off[d, -1, n]
-            shape = ("the mean of all its experts" if routed is False else
-                     "the mean of all its experts, nor of its first k as a router forms it")
+            shape, of_all = (("the weighted sum of its experts (expert_weights)", "their weighted sum")
+                             if weights is not None else
+                             ("the mean of all its experts" if routed is False else
+                              "the mean of all its experts, nor of its first k as a router forms it",
+                              f"the mean of all {n_experts}"))
             raise BvkitError(
                 f"expert_logits do not match logits: model {d}, sample {start + n}'s logits are "
-                f"not {shape} (off by {worst:.3g} from the mean of all {n_experts}; tolerance "
+                f"not {shape} (off by {worst:.3g} from {of_all}; tolerance "
                 f"{EXPERT_MEAN_TOLERANCE:g} x (1 + largest |logit|))")
         routed_found |= bool((~match[:, -1]).any())
     return routed_found
+
+
+def _combinations(block, weights):
+    """What a model's logits may be, from its experts' ``block (D, M, n, C)``: with ``weights
+    (D, M)`` their weighted sum ``(D, 1, n, C)``; else the means of the first k experts, k =
+    1..M, ``(D, M, n, C)`` (a router's outputs; the last is the mean of all M)."""
+    if weights is not None:
+        return np.einsum("dm,dmnc->dnc", np.asarray(weights, dtype=np.float64), block)[:, None]
+    return np.cumsum(block, axis=1) / np.arange(1, block.shape[1] + 1)[None, :, None, None]
 
 
 def replicate_class_sums(labels, expert_logits, losses, model_weights, sample_counts,

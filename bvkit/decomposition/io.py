@@ -2,7 +2,8 @@
 
 A prediction set holds ``labels (N,)`` int and exactly one of ``logits (D, N, C)``, ``probs (D,
 N, C)`` or ``preds (D, N)`` int, optionally ``train_counts (C,)`` int and ``class_names (C,)``
-(a unicode array) and ``expert_logits (D, M, N, C)`` (multi-expert models). Everything is read with ``allow_pickle=False``.
+(a unicode array) and ``expert_logits (D, M, N, C)`` (multi-expert models) with, for a model
+combining its experts with learned weights, ``expert_weights (D, M)``. Everything is read with ``allow_pickle=False``.
 
 Scale: the score array of a directory (``logits.npy``...) and of an *uncompressed* ``.npz``
 (``np.savez``, what :func:`save_predictions` writes) is memory-mapped, so
@@ -43,12 +44,13 @@ class PredictionSet:
     class_names: np.ndarray | None = None
     path: Path | None = None
     expert_logits: np.ndarray | None = None  # (D, M, N, C): a multi-expert model's experts, memory-mapped
+    expert_weights: np.ndarray | None = None  # (D, M): the weights its logits combine them with; None: the mean
 
     def arrays(self) -> dict:
         """Keyword arguments for :func:`bvkit.decomposition.decompose`."""
         return {"labels": self.labels, self.kind: self.scores,
                 "train_counts": self.train_counts, "class_names": self.class_names,
-                "expert_logits": self.expert_logits}
+                "expert_logits": self.expert_logits, "expert_weights": self.expert_weights}
 
 
 def is_prediction_set(path) -> bool:
@@ -105,7 +107,8 @@ def load_predictions(path, name=None) -> PredictionSet:
     return PredictionSet(
         name=name or method_name(path), labels=arrays["labels"], kind=kind,
         scores=arrays[kind], train_counts=arrays.get("train_counts"),
-        class_names=names, path=path, expert_logits=arrays.get("expert_logits"))
+        class_names=names, path=path, expert_logits=arrays.get("expert_logits"),
+        expert_weights=arrays.get("expert_weights"))
 
 
 def _read_directory(path: Path) -> dict:

@@ -99,17 +99,20 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
             if not runs or any(r["status"] != "done" for r in runs_rows):
                 target.unlink(missing_ok=True)
                 continue
-            logits, experts = [], []
+            logits, experts, weights = [], [], []
             for task in runs:
                 folder = store.run_dir(study_dir, task.run_id)
                 usage.extend(usage_rows(task, store.read_json(folder / "metrics.json")))
-                run_logits, run_experts = _run_logits(folder, labels)
+                run_logits, run_experts, run_weights = _run_logits(folder, labels)
                 logits.append(run_logits)
                 experts.append(run_experts)
+                weights.append(run_weights)
+            stacked = _stacked_experts(experts)
             save_predictions(target, labels=labels, logits=np.stack(logits),
                              train_counts=np.asarray(train_counts, dtype=np.int64),
                              class_names=np.asarray(class_names, dtype=str),
-                             expert_logits=_stacked_experts(experts))
+                             expert_logits=stacked,
+                             expert_weights=None if stacked is None else _stacked_weights(method.name, weights))
             gathered.append(method.name)
         wanted = {f"{m.name}.npz" for m in spec.methods}
         for stale in out.glob("*.npz"):
@@ -134,8 +137,20 @@ def _stacked_experts(experts: list) -> np.ndarray | None:
     return np.stack(experts)
 
 
-def _run_logits(folder: Path, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """A run's (N, C) test logits and, for a multi-expert model, its (M, N, C) experts'."""
+def _stacked_weights(method: str, weights: list) -> np.ndarray | None:
+    """The runs' (M,) expert weights stacked to (D, M) when every run has them, None when none
+    has; some with and some without is an error (runs of one method combine their experts alike)."""
+    if all(w is None for w in weights):
+        return None
+    if any(w is None for w in weights):
+        raise BvkitError(f"{method}: {sum(w is None for w in weights)} of its {len(weights)} runs have no "
+                         f"expert_weights; retrain them so that every run records them")
+    return np.stack(weights)
+
+
+def _run_logits(folder: Path, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """A run's (N, C) test logits and, for a multi-expert model, its (M, N, C) experts' and the
+    (M,) weights its logits combine them with (None: their mean)."""
     from bvkit.decomposition.io import load_predictions  # the one prediction-file reader
 
     path = folder / "predictions.npz"
@@ -149,7 +164,9 @@ def _run_logits(folder: Path, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
         logits = logits[0]
     if not np.array_equal(run.labels, labels) or logits.shape[0] != len(labels):
         raise BvkitError(f"{path}: its test labels differ from the study's test set")
-    experts = run.expert_logits
+    experts, weights = run.expert_logits, run.expert_weights
     if experts is not None:
         experts = np.asarray(experts[0] if experts.ndim == 4 else experts)
-    return np.asarray(logits), experts
+    if weights is not None:
+        weights = np.asarray(weights[0] if weights.ndim == 2 else weights)
+    return np.asarray(logits), experts, weights

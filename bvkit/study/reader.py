@@ -153,7 +153,8 @@ class Study:
     @property
     def predictions(self) -> dict[str, dict[str, np.ndarray]]:
         """method -> {"labels", "logits" (D, N, C), "train_counts", "class_names"} and, for a
-        multi-expert method, "expert_logits" (D, M, N, C) (complete methods; the scores
+        multi-expert method, "expert_logits" (D, M, N, C) and, with learned weights,
+        "expert_weights" (D, M) (complete methods; the scores
         memory-mapped)."""
         return {name: {key: value for key, value in {**pset.arrays(), "expert_logits": pset.expert_logits}.items()
                        if value is not None}

@@ -10,7 +10,8 @@ DIR/runs/<run_id>/            one finished run (renamed from runs/<run_id>.tmp-*
 DIR/runs/<run_id>.failed      the last error of a failed run, one line (retried on the next run)
 DIR/runs/<run_id>.lock        held while a process trains that run
 DIR/predictions/<method>.npz  labels, logits (D, N, C), train_counts, class_names (and
-                              expert_logits (D, M, N, C) for a multi-expert method)
+                              expert_logits (D, M, N, C) for a multi-expert method, and
+                              expert_weights (D, M) for one with learned weights)
 DIR/metrics.csv               one row per run
 DIR/expert_usage.csv          routed runs only: method, subset, split, n_experts, share
 DIR/.lock                     held while writing the shared files above

@@ -82,6 +82,14 @@ def expert_test_logits(model, data) -> np.ndarray | None:
     return outputs["expert_logits"].numpy().transpose(1, 0, 2).astype(np.float32)
 
 
+def expert_weights_of(model) -> np.ndarray | None:
+    """(M,) float32: the weights a multi-expert ``model`` combines its experts' logits with, its
+    ``expert_weights`` buffer (SADE's learned ones); None for a model without one (RIDE's plain
+    mean, a single model)."""
+    weights = getattr(module_of(model), "expert_weights", None)
+    return weights.detach().float().cpu().numpy() if isinstance(weights, torch.Tensor) else None
+
+
 @torch.no_grad()
 def validation_check(data, forward, out: Path | None = None) -> dict | None:
     """The validation set against the check images (``bvkit.train.data``: further unused pool

@@ -56,14 +56,16 @@ def final_train_accuracy(history: list[dict], recipe) -> float | None:
 
 
 def write_outputs(out: Path, metrics: dict, labels, logits, counts, class_names, history,
-                  expert_logits=None) -> None:
+                  expert_logits=None, expert_weights=None) -> None:
     """metrics.json, predictions.npz (one prediction set; a multi-expert model's (M, N, C)
-    ``expert_logits`` as its (1, M, N, C)) and history.csv under ``out``."""
+    ``expert_logits`` as its (1, M, N, C), the (M,) ``expert_weights`` it combines them with,
+    if any, as (1, M)) and history.csv under ``out``."""
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     save_predictions(out / "predictions.npz", labels=np.asarray(labels, dtype=np.int64),
                      logits=np.asarray(logits[None], dtype=np.float32),
                      train_counts=np.asarray(counts, dtype=np.int64), class_names=class_names,
-                     expert_logits=None if expert_logits is None else np.asarray(expert_logits, np.float32)[None])
+                     expert_logits=None if expert_logits is None else np.asarray(expert_logits, np.float32)[None],
+                     expert_weights=None if expert_weights is None else np.asarray(expert_weights, np.float32)[None])
     pd.DataFrame(history).to_csv(out / "history.csv", index=False)
     clear_progress(out)  # the run is no longer in progress
 

@@ -47,7 +47,7 @@ from bvkit.train.data import (
     validation_split,
 )
 from bvkit.train.devices import RUN_PRECISION, float_outputs, resolve_device, resolve_precision, use_precision
-from bvkit.train.evaluation import evaluate_model, expert_test_logits
+from bvkit.train.evaluation import evaluate_model, expert_test_logits, expert_weights_of
 from bvkit.train.graphs import graphed_step
 from bvkit.train.loop import EpochRecord, autocast, derive_seed, format_record, prepare_batch
 from bvkit.train.metrics import mean_class_accuracy
@@ -249,7 +249,7 @@ def _finish_member(recipe, packed, k, model, run, history, member, device, pack_
                               num_classes=len(run.class_names), in_channels=run.source.pool.images.shape[-1],
                               stage_epochs=recipe.epochs)
         write_outputs(out, metrics, labels, logits, run.counts, run.class_names, history,
-                      expert_logits=expert_test_logits(model, run))
+                      expert_logits=expert_test_logits(model, run), expert_weights=expert_weights_of(model))
     return PackedRunResult(metrics, model, history, out)
 
 

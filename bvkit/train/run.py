@@ -37,6 +37,7 @@ from bvkit.train.evaluation import (
     TestWatch,
     evaluate_model,
     expert_test_logits,
+    expert_weights_of,
     first_drop_epoch,
     snapshot_every,
     validation_record,
@@ -162,7 +163,7 @@ def train(
                           train_accuracy=final_train_accuracy(ctx.history, recipe))
     if out is not None and ddp.is_main():
         write_outputs(out, metrics, labels, logits, np.asarray(data.counts), data.class_names, ctx.history,
-                      expert_logits=expert_logits)
+                      expert_logits=expert_logits, expert_weights=expert_weights_of(model))
     if ctx.on_epoch is not None:
         ctx.on_epoch.close()
     ddp.barrier()

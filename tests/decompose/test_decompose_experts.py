@@ -323,3 +323,85 @@ def test_bad_expert_loss_is_refused():
     labels, experts, logits, _ = experts_set(seed=13, n_samples=20)
     with pytest.raises(BvkitError, match="no bias-variance-diversity decomposition for loss zero-one"):
         bd.decompose(labels, logits=logits, expert_logits=experts, expert_loss="zero-one")
+
+
+# --- learned expert weights (SADE): expert_weights (D, M) ---
+
+def weighted_set(seed=20, n_models=4, n_experts=3, n_samples=60, n_classes=5):
+    """Expert logits, labels, counts, per-model convex weights and ``logits`` their weighted sum."""
+    labels, experts, _, counts = experts_set(seed, n_models, n_experts, n_samples, n_classes)
+    weights = np.random.default_rng(seed).dirichlet(np.ones(n_experts), size=n_models)
+    return labels, experts, np.einsum("dm,dmnc->dnc", weights, experts), counts, weights
+
+
+def test_expert_weights_round_trip_through_a_prediction_file(tmp_path):
+    labels, experts, logits, counts, weights = weighted_set()
+    for path in (tmp_path / "sade.npz", tmp_path / "sade"):
+        bd.save_predictions(path, labels, logits=logits, train_counts=counts, expert_logits=experts,
+                            expert_weights=weights)
+        pset = bd.load_predictions(path)
+        np.testing.assert_array_equal(pset.expert_weights, weights)
+        assert pset.arrays()["expert_weights"] is pset.expert_weights
+    bd.save_predictions(tmp_path / "sade", labels, logits=logits, expert_logits=experts)
+    assert bd.load_predictions(tmp_path / "sade").expert_weights is None  # the stale file is gone
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda w: w[:, :2], "expert_weights must be (D, M) = (4, 3)"),
+    (lambda w: w[0], "expert_weights must be (D, M) = (4, 3)"),
+    (lambda w: w * np.array([1.0, -1.0, 1.0]) + np.array([0.0, 0.0, 2.0]) * w[:, 1:2], "finite and >= 0"),
+    (lambda w: np.where(np.arange(4)[:, None] == 2, np.nan, w), "finite and >= 0"),
+    (lambda w: w * 1.01, "expert_weights of model 0 sum to 1.01"),
+    (lambda w: w.astype(str), "expert_weights must be (D, M)"),
+])
+def test_bad_expert_weights_are_refused_on_save(tmp_path, bad, message):
+    labels, experts, logits, _, weights = weighted_set()
+    with pytest.raises(BvkitError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
+        bd.save_predictions(tmp_path / "bad.npz", labels, logits=logits, expert_logits=experts,
+                            expert_weights=bad(weights))
+    assert "\n" not in str(err.value)
+    assert not (tmp_path / "bad.npz").exists()
+
+
+def test_expert_weights_need_expert_logits(tmp_path):
+    labels, _, logits, _, weights = weighted_set()
+    with pytest.raises(BvkitError, match="expert_weights need expert_logits"):
+        bd.save_predictions(tmp_path / "bad.npz", labels, logits=logits, expert_weights=weights)
+    with pytest.raises(BvkitError, match="expert_weights need expert_logits"):
+        bd.decompose(labels, logits=logits, expert_weights=weights)
+
+
+def test_learned_weights_decompose_the_logits_but_not_the_experts(run_cli, tmp_path):
+    labels, experts, logits, counts, weights = weighted_set()
+    bd.save_predictions(tmp_path / "sade.npz", labels, logits=logits, train_counts=counts,
+                        expert_logits=experts, expert_weights=weights)
+    result = bd.decompose_file(tmp_path / "sade.npz", loss="all")
+    assert result.experts is None and result.settings["sade"]["weighted_experts"] is True
+    plain = bd.decompose(labels, logits=logits, train_counts=counts, loss="all", method="sade")
+    pd.testing.assert_frame_equal(result.per_split, plain.per_split)
+    code, stdout, stderr = run_cli("decompose", tmp_path / "sade.npz", "--loss", "all",
+                                   "--out", tmp_path / "out")
+    assert code == 0, stderr
+    assert ("sade: experts combined with learned weights (expert_weights); the expert "
+            "decomposition needs equal weights: skipped") in stderr
+    assert not (tmp_path / "out" / "experts_per_class.csv").exists()
+    assert set(pd.read_csv(tmp_path / "out" / "per_split.csv")["loss"]) == {"squared", "zero-one", "cross-entropy"}
+    # the weighted sum is still checked: logits that are neither it nor the mean are refused
+    with pytest.raises(BvkitError, match="not the weighted sum of its experts"):
+        bd.decompose(labels, logits=experts.mean(axis=1), expert_logits=experts, expert_weights=weights)
+    # the same file without its weights is refused as before
+    np.savez(tmp_path / "unweighted.npz", labels=labels, logits=logits, train_counts=counts,
+             expert_logits=experts)
+    code, _, stderr = run_cli("decompose", tmp_path / "unweighted.npz", "--out", tmp_path / "o")
+    assert code == 2 and "expert_logits do not match logits" in stderr
+
+
+def test_equal_weights_are_the_plain_mean():
+    labels, experts, logits, counts = experts_set(seed=21, n_samples=60)
+    uniform = np.full(experts.shape[:2], 1 / 3, dtype=np.float32)
+    options = dict(train_counts=counts, loss="all", expert_logits=experts, bootstrap=5)
+    weighted = bd.decompose(labels, logits=logits, expert_weights=uniform, **options)
+    plain = bd.decompose(labels, logits=logits, **options)
+    for attr in ("per_sample", "per_class", "per_split"):
+        pd.testing.assert_frame_equal(getattr(weighted.experts, attr), getattr(plain.experts, attr))
+    assert weighted.settings == plain.settings

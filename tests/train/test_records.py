@@ -130,3 +130,27 @@ def test_the_watch_starts_at_the_first_lr_step_or_the_last_fifth():
     assert first_drop_epoch(ride_schedule(40, 10)) == 32
     assert first_drop_epoch(Schedule("cosine", 100, 10)) == 80
     assert snapshot_every(200) == 20 and snapshot_every(40) == 4 and snapshot_every(5) == 1
+
+
+def test_sade_writes_its_learned_expert_weights_beside_its_experts(tmp_path, tiny_data):
+    from bvkit.train.evaluation import expert_weights_of
+
+    result = train("sade", tiny_data, out=tmp_path, device="cpu", epochs=2, **TINY,
+                   **{"sade-tta.epochs": 2, "sade-tta.options.min_weight": 0.0})
+    buffer = result.model.expert_weights.detach().numpy()
+    assert not np.allclose(buffer, 1 / 3, atol=1e-3)  # learned by the test-time stage
+    with np.load(tmp_path / "predictions.npz") as preds:
+        weights, experts, logits = preds["expert_weights"], preds["expert_logits"], preds["logits"]
+    assert weights.shape == (1, 3) and experts.shape == (1, 3, *logits.shape[1:])
+    np.testing.assert_array_equal(weights[0], buffer)
+    np.testing.assert_allclose(np.einsum("dm,dmnc->dnc", weights, experts), logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(expert_weights_of(result.model), buffer)
+
+
+def test_a_model_without_expert_weights_writes_none(ride_run):
+    from bvkit.train.evaluation import expert_weights_of
+
+    out, result = ride_run
+    assert expert_weights_of(result.model) is None
+    with np.load(out / "predictions.npz") as preds:
+        assert "expert_weights" not in preds.files

@@ -39,6 +39,12 @@ def make_figures(study, *, bootstrap: int, seed: int, window: int | None = None)
             study.histories, reference=study.reference, palette=palette)
     else:
         notes.append("training curves: no run has a history.csv under runs/; figure skipped")
+    if study.along_training is not None:
+        made["along_training"] = figures.plot_along_training(study.along_training, reference=study.reference,
+                                                             palette=palette)
+    else:
+        notes.append("training: no method has test snapshots of all its runs (snapshots.npz); "
+                     "bias and variance along training skipped")
     return made, notes
 
 
@@ -105,6 +111,10 @@ def report_page(study, made: dict, figure_notes: list[str], shown: dict, table_n
             "Training and validation accuracy per epoch from the start of each model's training "
             "(thin: one run per subset; bold: their mean); a method reusing a stage one starts "
             "where its own stage does", made["training_curves"])] if "training_curves" in made else []),
+        Section("Bias and variance along training", figures=[(
+            f"Bias and variance ({loss} loss) per shot split of the D models' test snapshots every "
+            "tenth of stage one (methods that train their own stage one)", made["along_training"])]
+            if "along_training" in made else []),
     ]
     subtitle = (f"{study.directory.resolve().name}: {len(study.methods)} methods "
                 f"({', '.join(study.methods)}), {loss} decomposition, reference {ref}, shot "

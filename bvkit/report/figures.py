@@ -420,6 +420,38 @@ def plot_training_curves(histories: pd.DataFrame, *, reference: str | None = Non
     return fig
 
 
+@paper_style
+def plot_along_training(along: pd.DataFrame, *, reference: str | None = None, palette: dict | None = None,
+                        width: float = PAGE_WIDTH, height: float = 3.6) -> Figure:
+    """Bias (top row) and variance (bottom row) per shot split (columns) against the epoch of the
+    test snapshots (``bvkit.study.reader.Study.decompose_along_training``: one point per method
+    and snapshot epoch, the D models decomposed together). Lines are tagged
+    ``along:<term>:<split>:<method>``."""
+    require_columns(along, ["method", "epoch", "split", "bias", "variance"], "along_training")
+    palette = palette or method_palette(along["method"], reference)
+    methods = method_order(along["method"], reference)
+    splits = [s for s in SPLITS_WITH_ALL if s in set(along["split"])]
+    fig = _figure(width, height)
+    axes = fig.subplots(2, len(splits), sharex=True, squeeze=False)
+    loss = along["loss"].iloc[0] if "loss" in along else ""
+    for row, term in enumerate(("bias", "variance")):
+        for col, split in enumerate(splits):
+            ax = axes[row][col]
+            data = along[along["split"] == split]
+            for method in methods:
+                rows = data[data["method"] == method].sort_values("epoch")
+                if rows.empty:
+                    continue
+                ax.plot(rows["epoch"].to_numpy(), rows[term].to_numpy(), color=palette[method], marker="o",
+                        markersize=3, linewidth=1.2, gid=f"along:{term}:{split}:{method}")
+            ax.set_title(f"{split}" if row == 0 else "")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("epoch" if row == 1 else "")
+            ax.set_ylabel(f"{term} ({loss})" if col == 0 else "")
+    _legend(fig, methods, palette, ncols=min(len(methods), 6))
+    return fig
+
+
 def save_figure(fig: Figure, stem, formats=("png",), dpi: int = 200) -> list:
     """Write ``stem.<format>`` for each format; returns the paths written."""
     from pathlib import Path

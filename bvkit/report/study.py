@@ -45,6 +45,8 @@ class StudyFrames:
     many: int = MANY_SHOT  # the shot split's thresholds: many-shot > many, few-shot < few images
     few: int = FEW_SHOT
     histories: pd.DataFrame | None = None  # the runs' history.csv (read_histories), where runs/ has them
+    # per-split terms of each snapshot epoch (Study.decompose_along_training), where runs have snapshots
+    along_training: pd.DataFrame | None = None
     recipes: dict = field(default_factory=dict)  # method -> its recipe (the spec's ``method``)
     # the bias-variance-diversity decomposition (EXPERT_LOSS) of the methods with expert logits
     experts: Decomposition | None = None
@@ -69,6 +71,8 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
     """
     if loss not in LOSSES:
         raise BvkitError(f"unknown loss {loss!r} (choose {', '.join(LOSSES)})")
+    if not isinstance(source, Study) and Path(source).is_dir() and (Path(source) / "spec.toml").is_file():
+        source = load_study(source)
     directory, sets, metrics, usage, histories, recipes, options = _read(source)
     parts = [decompose_file(pset, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few,
                             expert_loss=EXPERT_LOSS)
@@ -80,6 +84,8 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
     if len(decomposition.methods) < 2:
         raise BvkitError(f"{directory}: only {reference!r} has predictions; nothing to compare")
     comparison = compare(decomposition, reference, bootstrap=bootstrap, seed=seed)
+    along = (source.decompose_along_training(loss=loss, many=many, few=few)
+             if isinstance(source, Study) and source.snapshots else None)
     metric_names = [m for m in DIFFERENCE_METRICS if m in comparison.per_split.columns]
     return StudyFrames(
         directory=directory, loss=loss, reference=reference,
@@ -89,7 +95,7 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
         split_accuracy=decomposition.per_model,
         metrics=None if metrics.empty else metrics,
         expert_usage=None if usage.empty else usage,
-        histories=None if histories.empty else histories, many=many, few=few,
+        histories=None if histories.empty else histories, many=many, few=few, along_training=along,
         recipes={m: recipes.get(m, m) for m in decomposition.methods},
         experts=decomposition.experts,
         method_options={m: options[m] for m in decomposition.methods if m in options},

@@ -65,6 +65,17 @@ def test_tiny_real_study_trains_gathers_and_caches(tmp_path, monkeypatch):
     assert (along["epoch"] == 1).all()
     np.testing.assert_allclose(along.loc[final.index, ["error", "bias", "variance"]],
                                final[["error", "bias", "variance"]], rtol=0.02, atol=1e-3)
+    # the report draws them: one line per (term, split, method), its points the frame's values
+    from bvkit.report import study_frames
+    from bvkit.report.figures import plot_along_training
+
+    frames = study_frames(out, bootstrap=0)
+    fig = plot_along_training(frames.along_training)
+    lines = {line.get_gid(): line for ax in fig.axes for line in ax.lines if line.get_gid()}
+    for (method, split), row in along.iterrows():
+        for term in ("bias", "variance"):
+            line = lines[f"along:{term}:{split}:{method}"]
+            assert list(line.get_xdata()) == [1] and line.get_ydata()[0] == pytest.approx(row[term], nan_ok=True)
     # the runs trained on their own bootstrap subset: the histories differ
     histories = [pd.read_csv(out / "runs" / r / "history.csv") for r in metrics["run_id"][metrics["method"] == "ce"]]
     assert not histories[0]["loss"].equals(histories[1]["loss"])

@@ -17,7 +17,7 @@ def status_table(study_dir: str | Path) -> str:
 
     spec, tasks = planned_runs(study_dir)
     rows = [metric_row(task, Path(study_dir)) for task in tasks]
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows).reindex(columns=list(store.METRIC_COLUMNS))  # no run done yet: no result columns
     shown = frame[["method", "subset", "seed", "status", "seconds", "all", "run_id", "stage_one"]].copy()
     shown["seconds"] = shown["seconds"].map(lambda v: "" if pd.isna(v) else f"{v:.1f}")
     shown["stage_one"] = shown["stage_one"].fillna("")

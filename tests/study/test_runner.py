@@ -247,3 +247,16 @@ def test_status_shows_the_epoch_of_a_run_in_flight(spec_file, tmp_path, counting
     assert table.splitlines()[0] == "tiny: 6 runs: 5 done, 1 running"
     line = next(line for line in table.splitlines() if run_id in line)
     assert " ".join(line.split()[3:6]) == "running stage1 3/10"
+
+
+def test_status_of_a_study_with_no_run_finished_yet(spec_file, tmp_path, counting):
+    """The first hours of a long study: every run pending or running, no result column yet."""
+    import shutil
+
+    out = tmp_path / "study"
+    run_study(spec_file, out, run_function=counting, log=quiet)
+    for run in load_study(out).metrics["run_id"]:
+        shutil.rmtree(store.run_dir(out, run))
+    table = status_table(out)
+    assert table.splitlines()[0] == "tiny: 6 runs: 6 pending"
+    assert all(len(line.split()) >= 5 for line in table.splitlines()[2:])

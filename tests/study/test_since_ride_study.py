@@ -7,25 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from test_real_training import SPEC as TINY_SPEC  # the tiny study's data and training settings
+
 from bvkit.study import load_study, run_study
 
 pytestmark = pytest.mark.slow
 
-SPEC = """\
-name = "since-ride-tiny"
-[data]
-dataset = "synthetic-lt"
-imbalance = 10.0
-n_max = 40
-[subsets]
-scheme = "bootstrap"
-count = 2
-[train]
-epochs = 1
-batch_size = 64
-device = "cpu"
-model_width = 4
-options = { "model_kwargs.blocks" = 1, val_per_class = 5 }
+SPEC = TINY_SPEC.partition("[[methods]]")[0].replace('name = "real-tiny"', 'name = "since-ride-tiny"') + """\
 [[methods]]
 name = "logit-adjust-posthoc"
 method = "logit-adjust-posthoc"

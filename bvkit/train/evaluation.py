@@ -173,27 +173,26 @@ class TestWatch:
         return {"test_accuracy": float(np.nanmean(by_class))} if score else {}
 
 
+SNAPSHOT_ROWS = {"epochs": ("logits", "expert_logits"), "accuracy_epochs": ("class_accuracy",)}
+
+
 def append_snapshot(path: Path, arrays: dict) -> None:
     """Add one epoch's arrays to snapshots.npz: ``epochs`` indexes ``logits`` / ``expert_logits``,
-    ``accuracy_epochs`` indexes ``class_accuracy``; a row of the same epoch is replaced."""
+    ``accuracy_epochs`` indexes ``class_accuracy`` (``SNAPSHOT_ROWS``); rows stay in epoch order
+    and a row of an epoch already there is replaced (an epoch trained again after a resume)."""
     old = dict(np.load(path, allow_pickle=False)) if path.is_file() else {}
     merged = {"labels": arrays["labels"]}
-    for index, rows in (("epochs", ("logits", "expert_logits")), ("accuracy_epochs", ("class_accuracy",))):
-        keys = [k for k in rows if k in old or k in arrays]
-        if index not in old and index not in arrays:
-            continue
-        if index not in arrays:
-            merged.update({index: old[index], **{k: old[k] for k in keys}})
-            continue
-        epoch = arrays[index][0]
-        keep = old[index] != epoch if index in old else np.zeros(0, bool)
-        merged[index] = np.concatenate([old[index][keep], arrays[index]]) if index in old else arrays[index]
-        for key in keys:
-            merged[key] = np.concatenate([old[key][keep], arrays[key]]) if key in old else arrays[key]
-        order = np.argsort(merged[index], kind="stable")
-        merged[index] = merged[index][order]
-        for key in keys:
-            merged[key] = merged[key][order]
+    for index, rows in SNAPSHOT_ROWS.items():
+        keep = ~np.isin(old[index], arrays.get(index, [])) if index in old else None
+        for key in (index, *rows):
+            pieces = ([old[key][keep]] if key in old else []) + ([arrays[key]] if key in arrays else [])
+            if pieces:
+                merged[key] = np.concatenate(pieces)
+        if index in merged:
+            order = np.argsort(merged[index], kind="stable")
+            for key in (index, *rows):
+                if key in merged:
+                    merged[key] = merged[key][order]
     atomic_write(path, lambda f: np.savez(f, **merged))
 
 

@@ -69,6 +69,9 @@ def assert_validation_like_its_pool(study_dir: Path, bound: float = 3.5) -> None
 
 @pytest.mark.parametrize("study_dir", COMMITTED, ids=lambda path: path.name)
 def test_committed_study_metrics_equal_its_predictions_and_it_decomposes(study_dir):
+    metrics = load_study(study_dir).metrics
+    if not (metrics["status"] == "done").any():
+        pytest.skip(f"{study_dir.name}: gathered before its first run finished")
     assert_metrics_match_predictions(study_dir)
     assert_validation_like_its_pool(study_dir)
     if not load_study(study_dir).prediction_sets:

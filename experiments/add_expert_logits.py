@@ -25,6 +25,7 @@ from bvkit.decomposition.experts import check_expert_inputs
 from bvkit.methods import Recipe
 from bvkit.predictions import save_predictions
 from bvkit.study import load_study
+from bvkit.study.planning import make_subsets
 from bvkit.train.builders import build_model
 from bvkit.train.checkpoint import load_checkpoint, load_state
 from bvkit.train.data import make_augment, make_normalizer, to_device
@@ -41,11 +42,7 @@ def main() -> None:
     device = torch.device("cpu")
     study = load_study(args.study)
     spec = study.spec
-    from bvkit.data import make_long_tailed
-
-    source = make_long_tailed(spec.data.dataset, imbalance=spec.data.imbalance, profile=spec.data.profile,
-                              seed=spec.data.seed, root=spec.data.root,
-                              **({"n_max": spec.data.n_max} if spec.data.n_max else {}))
+    source, _ = make_subsets(spec)  # the study's long-tailed set, as its runs loaded it
     images, _ = to_device(source.test, device)
     runs = Path(args.study) / "runs"
     done = study.metrics[study.metrics["status"] == "done"]

@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bvkit.data import holdout_indices, make_long_tailed
+from bvkit.data import holdout_indices
 from bvkit.methods import Recipe
 from bvkit.study import load_study
+from bvkit.study.planning import make_subsets
 from bvkit.train.builders import build_model
 from bvkit.train.checkpoint import load_checkpoint, load_state
 from bvkit.train.data import make_augment, make_normalizer, to_device
@@ -68,9 +69,7 @@ def main() -> None:
     device = torch.device("cpu")
     study = load_study(args.study)
     spec = study.spec
-    source = make_long_tailed(spec.data.dataset, imbalance=spec.data.imbalance, profile=spec.data.profile,
-                              seed=spec.data.seed, root=spec.data.root,
-                              **({"n_max": spec.data.n_max} if spec.data.n_max else {}))
+    source, _ = make_subsets(spec)  # the study's long-tailed set, as its runs loaded it
     rows = []
     for path in sorted(Path(args.study).glob("runs/*/run.json")):
         run = json.loads(path.read_text())

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from bvkit.errors import BvkitError
 from bvkit.plugins import load_entry_points
@@ -45,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = _terminate_as_interrupt()
     try:
         load_entry_points()  # installed packages' plugins (group "bvkit.plugins") register first
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
     except BvkitError as err:
         print(f"bvkit: error: {err}", file=sys.stderr)
         return 2
@@ -60,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             import signal
 
             signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning of bvkit's (too few models, ...) as one line, as errors are."""
+    print(f"bvkit: warning: {message}", file=sys.stderr)
 
 
 def _terminate_as_interrupt():

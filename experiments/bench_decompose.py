@@ -115,18 +115,22 @@ def bench_cifar(runs: int) -> None:
     counts = long_tail_counts(c)
     print(f"\n## (a) CIFAR-100 scale: D={d}, N={n:,}, C={c}, float32 in memory "
           f"({logits.nbytes / 1e6:.0f} MB); per-class + per-split frames")
-    print(f"{'loss':<16}{'median s':>10}{'min s':>9}{'max s':>9}{'median CPU s':>14}  runs")
-    for loss in ("all", "squared", "zero-one", "cross-entropy"):
-        bd.decompose(labels, logits=logits, train_counts=counts, loss=loss)  # warm-up
-        times, cpu = [], []
-        for _ in range(runs):
-            t0, c0 = time.perf_counter(), time.process_time()
-            bd.decompose(labels, logits=logits, train_counts=counts, loss=loss)
-            times.append(time.perf_counter() - t0)
-            cpu.append(time.process_time() - c0)
-        print(f"{loss:<16}{statistics.median(times):>10.3f}{min(times):>9.3f}"
-              f"{max(times):>9.3f}{statistics.median(cpu):>14.3f}  {runs}")
-    print("target: loss=all under 0.5 s (wall)")
+    print(f"{'estimator':<12}{'loss':<16}{'median s':>10}{'min s':>9}{'max s':>9}"
+          f"{'median CPU s':>14}  runs")
+    for estimator in ("plugin", "population"):  # population: the default at D >= 3
+        for loss in ("all", "squared", "zero-one", "cross-entropy"):
+            kw = dict(train_counts=counts, loss=loss, estimator=estimator)
+            bd.decompose(labels, logits=logits, **kw)  # warm-up
+            times, cpu = [], []
+            for _ in range(runs):
+                t0, c0 = time.perf_counter(), time.process_time()
+                bd.decompose(labels, logits=logits, **kw)
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+            print(f"{estimator:<12}{loss:<16}{statistics.median(times):>10.3f}{min(times):>9.3f}"
+                  f"{max(times):>9.3f}{statistics.median(cpu):>14.3f}  {runs}")
+    print("target: loss=all under 0.5 s (wall) for the plug-in terms; the population estimator "
+          "(D = 10: 56 model subsets) is measured beside it")
 
 
 def generate_inat(folder: Path) -> float:

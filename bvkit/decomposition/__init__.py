@@ -2,15 +2,23 @@
 
 ``decompose(labels, logits=None, probs=None, preds=None, *, train_counts=None,
 class_names=None, loss="squared", many=100, few=20, bootstrap=0, bootstrap_models=False,
-level=0.95, seed=0, method="model", chunk_size=None, n_jobs=None)`` -> :class:`Decomposition`
+level=0.95, seed=0, method="model", chunk_size=None, n_jobs=None, estimator="auto")`` ->
+:class:`Decomposition`
 with tidy ``per_sample``, ``per_class``, ``per_split`` and ``per_model`` frames
 (``bvkit.decompose`` is this function). Given a multi-expert model's ``expert_logits (D, M,
 N, C)``, its ``experts`` frames hold the bias-variance-diversity decomposition of Wood et al.
-(2023) (``decompose_experts``, ``expert_terms``). Definitions: ``docs/bias_variance.md``; file
+(2023) (``decompose_experts``, ``expert_terms``). With D >= 3 models the terms are those of
+the population of training sets, corrected for finite D by the delete-one-subset jackknife
+(``population_terms``, ``combined_interval``). Definitions: ``docs/bias_variance.md``; file
 formats: ``docs/formats.md``.
 """
 
-from bvkit.decomposition.compare import Comparison, compare, difference_replicates
+from bvkit.decomposition.compare import (
+    Comparison,
+    compare,
+    difference_leave_one_out,
+    difference_replicates,
+)
 from bvkit.decomposition.core import Decomposition, decompose, decompose_experts, decompose_file
 from bvkit.decomposition.experts import EXPERT_COLUMNS, EXPERT_LOSSES, expert_terms
 from bvkit.decomposition.io import (
@@ -21,6 +29,16 @@ from bvkit.decomposition.io import (
     save_predictions,
 )
 from bvkit.decomposition.passes import sample_terms
+from bvkit.decomposition.population import (
+    ESTIMATORS,
+    Jackknife,
+    combined_interval,
+    jackknife,
+    paired_jackknife,
+    population_split_difference,
+    population_split_jackknife,
+    population_terms,
+)
 from bvkit.decomposition.terms import (
     LOSSES,
     PROBS_EPSILON,
@@ -32,9 +50,11 @@ from bvkit.decomposition.terms import (
 )
 
 __all__ = [
-    "EXPERT_COLUMNS", "EXPERT_LOSSES", "LOSSES", "PROBS_EPSILON", "PROBS_TOLERANCE", "Comparison",
-    "Decomposition", "PredictionSet", "compare", "cross_entropy_terms", "decompose",
-    "decompose_experts", "decompose_file", "difference_replicates", "expert_terms",
-    "find_prediction_sets", "load_predictions", "main_prediction",
-    "method_name", "sample_terms", "save_predictions", "squared_terms", "zero_one_terms",
+    "ESTIMATORS", "EXPERT_COLUMNS", "EXPERT_LOSSES", "Jackknife", "LOSSES", "PROBS_EPSILON", "PROBS_TOLERANCE", "Comparison",
+    "Decomposition", "PredictionSet", "combined_interval", "compare", "cross_entropy_terms", "decompose",
+    "decompose_experts", "decompose_file", "difference_leave_one_out", "difference_replicates",
+    "expert_terms", "find_prediction_sets", "jackknife", "load_predictions", "main_prediction",
+    "method_name", "paired_jackknife", "population_split_difference",
+    "population_split_jackknife", "population_terms", "sample_terms", "save_predictions",
+    "squared_terms", "zero_one_terms",
 ]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bvkit.decomposition.grouping import Groups, divide
+from bvkit.decomposition.population import combined_interval
 from bvkit.errors import BvkitError
 
 #: Draws generated per block (bounds the int64 temporaries).
@@ -106,10 +107,23 @@ def intervals(replicates: np.ndarray, level: float) -> tuple[np.ndarray, np.ndar
     return lo, hi
 
 
-def add_intervals(class_cols, split_cols, col, class_reps, groups: Groups, level):
-    class_cols[f"{col}_lo"], class_cols[f"{col}_hi"] = intervals(class_reps, level)
-    split_reps = groups.split_means(class_reps)
-    split_cols[f"{col}_lo"], split_cols[f"{col}_hi"] = intervals(split_reps, level)
+def add_intervals(class_cols, split_cols, col, class_reps, groups: Groups, level, *,
+                  estimate=None, leave_one_out=None):
+    """``<col>_lo`` / ``_hi`` per class and per split from the class-mean replicates
+    ``class_reps (B, C)``: percentile intervals, or, given the jackknife's class means
+    ``leave_one_out (D, C)`` (the population estimator) and the class ``estimate (C,)``, the
+    t interval over training sets and test samples together
+    (:func:`bvkit.decomposition.population.combined_interval`)."""
+    if leave_one_out is None:
+        class_cols[f"{col}_lo"], class_cols[f"{col}_hi"] = intervals(class_reps, level)
+        split_reps = groups.split_means(class_reps)
+        split_cols[f"{col}_lo"], split_cols[f"{col}_hi"] = intervals(split_reps, level)
+        return
+    class_cols[f"{col}_lo"], class_cols[f"{col}_hi"] = combined_interval(
+        estimate, leave_one_out, class_reps, level)
+    split_cols[f"{col}_lo"], split_cols[f"{col}_hi"] = combined_interval(
+        groups.split_means(estimate), groups.split_means(leave_one_out),
+        groups.split_means(class_reps), level)
 
 
 def sums_to_means(class_sums: np.ndarray, groups: Groups) -> np.ndarray:

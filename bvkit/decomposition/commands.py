@@ -14,6 +14,7 @@ from bvkit.decomposition.compare import compare
 from bvkit.decomposition.core import Decomposition, decompose_file
 from bvkit.decomposition.experts import EXPERT_COLUMNS
 from bvkit.decomposition.io import find_prediction_sets
+from bvkit.decomposition.population import ESTIMATORS
 from bvkit.decomposition.terms import LOSSES
 from bvkit.errors import BvkitError
 
@@ -56,9 +57,16 @@ def register(subparsers) -> None:
                         help=f"classes with fewer training images are few-shot "
                              f"(default {FEW_SHOT})")
     parser.add_argument("--bootstrap", type=int, default=0, metavar="B",
-                        help="bootstrap replicates for percentile intervals (default 0: none)")
+                        help="bootstrap replicates of the test samples for the intervals "
+                             "(default 0: none); with the population estimator combined with "
+                             "the jackknife over training sets")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="auto",
+                        help="population: terms of the population of training sets, corrected "
+                             "for finite D (the plug-in beside them as *_plugin); plugin: the "
+                             "terms of these D models; auto (default): population when D >= 3")
     parser.add_argument("--bootstrap-models", action="store_true",
-                        help="also resample the models in each replicate (recomputes terms)")
+                        help="plug-in estimator: also resample the models in each replicate "
+                             "(recomputes terms)")
     parser.add_argument("--level", type=float, default=0.95,
                         help="confidence level of the intervals (default 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
@@ -80,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise BvkitError(f"--jobs must be at least 1, got {args.jobs}")
     options = dict(loss=args.loss, many=args.many, few=args.few, bootstrap=args.bootstrap,
                    bootstrap_models=args.bootstrap_models, level=args.level, seed=args.seed,
-                   chunk_size=args.chunk_size, n_jobs=args.jobs)
+                   chunk_size=args.chunk_size, n_jobs=args.jobs, estimator=args.estimator)
     result = Decomposition.concat(
         decompose_file(path, name=args.name, **options) for path in sets)
     comparison = None
@@ -97,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
                       experts_per_split=result.experts.per_split)
     written = write_frames(frames, args.out)
 
+    estimators = {m: (s.get("estimator"), s.get("n_models")) for m, s in result.settings.items()}
     print(table(result.per_split))
+    for method, (estimator, n_models) in estimators.items():
+        print(f"{method}: {ESTIMATOR_NOTES[estimator].format(d=n_models)}")
     if comparison is not None:
         print(f"\ndifference to {args.reference}:")
         print(table(comparison.per_split.drop(columns="reference")))
@@ -114,6 +125,14 @@ def run(args: argparse.Namespace) -> int:
               f"decomposition needs equal weights: skipped", file=sys.stderr)
     print(f"\nwrote {', '.join(str(path) for path in written)}")
     return 0
+
+
+ESTIMATOR_NOTES = {
+    "population": "population estimator over D = {d} training sets (finite-D corrected by the "
+                  "jackknife; plug-in terms as *_plugin; intervals over training sets and test "
+                  "samples)",
+    "plugin": "plug-in terms of these D = {d} models (intervals over test samples only)",
+}
 
 
 def write_frames(frames: dict[str, pd.DataFrame], out: Path) -> list[Path]:

@@ -1,8 +1,11 @@
-"""Differences between methods and a reference method, with paired bootstrap intervals.
+"""Differences between methods and a reference method, with paired intervals.
 
 The difference of two class means is the class mean of per-sample differences, so one paired
 bootstrap of the differences (the same resampled test samples for both methods, which needs one
-test set) gives intervals of each difference; "comparable" is when an interval covers 0.
+test set) gives intervals of each difference; "comparable" is when an interval covers 0. Methods
+decomposed with the population estimator are paired over training sets too: the difference's
+jackknife leaves the same subset k out of both (``Decomposition.leave_one_out``), and the
+interval is :func:`bvkit.decomposition.population.combined_interval`.
 """
 
 from __future__ import annotations
@@ -37,9 +40,23 @@ class _Pair:
     mine: pd.DataFrame
     ref: pd.DataFrame
     groups: Groups
+    mine_loo: dict | None = None  # column -> (D, N) without training set k, population only
+    ref_loo: dict | None = None
 
     def difference(self, column: str) -> np.ndarray:
         return self.mine[column].to_numpy(float) - self.ref[column].to_numpy(float)
+
+    def leave_one_out(self, column: str) -> np.ndarray | None:
+        """``(D, C)`` class means of the difference without training set k (the same k left
+        out of both methods), or None unless both have the population estimator's terms."""
+        if not self.mine_loo or not self.ref_loo or column not in self.mine_loo:
+            return None
+        mine, ref = self.mine_loo[column], self.ref_loo[column]
+        if mine.shape != ref.shape:
+            raise BvkitError(f"methods {self.method!r} and its reference have {mine.shape[0]} "
+                             f"and {ref.shape[0]} models: a difference is paired by training "
+                             f"set and needs the same subsets (or estimator='plugin')")
+        return self.groups.class_means(mine - ref)
 
 
 def compare(decompositions, reference: str = "ce", *, bootstrap: int = 0, seed: int = 0,
@@ -66,7 +83,8 @@ def compare(decompositions, reference: str = "ce", *, bootstrap: int = 0, seed: 
             split_cols[col] = groups.split_means(cls_cols[col])
             if bootstrap:
                 reps = bs.class_replicates(diff, groups, resamples)
-                bs.add_intervals(cls_cols, split_cols, col, reps, groups, level)
+                bs.add_intervals(cls_cols, split_cols, col, reps, groups, level,
+                                 estimate=cls_cols[col], leave_one_out=pair.leave_one_out(col))
         class_rows.append(_with_reference(class_frame(pair.method, pair.loss, cls_cols, groups),
                                           reference))
         split_rows.append(_with_reference(split_frame(pair.method, pair.loss, split_cols, groups),
@@ -89,6 +107,17 @@ def difference_replicates(decompositions, method: str, reference: str, column: s
         if pair.method == method and loss in (None, pair.loss):
             resamples = bs.Resamples.draw(pair.groups.labels, bootstrap, seed)
             return bs.class_replicates(pair.difference(column), pair.groups, resamples)
+    raise BvkitError(f"no {loss or ''} decomposition of {method!r} to compare with {reference!r}")
+
+
+def difference_leave_one_out(decompositions, method: str, reference: str, column: str, *,
+                             loss: str | None = None) -> np.ndarray | None:
+    """``(D, C)`` per-class ``method - reference`` differences of ``column`` with training set
+    k left out of both (row k), or None unless both were decomposed with the population
+    estimator: the jackknife half of the paired intervals of :func:`compare`."""
+    for pair in _pairs(decompositions, reference):
+        if pair.method == method and loss in (None, pair.loss):
+            return pair.leave_one_out(column)
     raise BvkitError(f"no {loss or ''} decomposition of {method!r} to compare with {reference!r}")
 
 
@@ -118,7 +147,9 @@ def _pairs(decompositions, reference: str):
             ref_cls = ref_classes[ref_classes["loss"] == loss]
             _check_same_test_set(method, reference, mine, ref, mine_classes, ref_cls)
             found = True
-            yield _Pair(method, loss, mine, ref, _groups_from(ref_cls, ref["class"].to_numpy()))
+            yield _Pair(method, loss, mine, ref, _groups_from(ref_cls, ref["class"].to_numpy()),
+                        decompositions.leave_one_out.get((method, loss)),
+                        decompositions.leave_one_out.get((reference, loss)))
     if not found:
         raise BvkitError(f"no loss is shared between {reference!r} and the other methods")
 

@@ -11,6 +11,7 @@ from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
 from bvkit.decomposition import bootstrap as bs
 from bvkit.decomposition import experts as E
 from bvkit.decomposition import inputs, passes
+from bvkit.decomposition import population as P
 from bvkit.decomposition.grouping import (
     Groups,
     class_frame,
@@ -26,6 +27,9 @@ from bvkit.predictions import check_expert_weights
 
 CLASS_KEY = ["method", "loss", "class", "class_name", "train_count", "split", "n_test"]
 SPLIT_KEY = ["method", "loss", "split", "n_classes", "n_test"]
+#: Frame order of the value columns: the decomposition's, then the population estimator's
+#: plug-in twins.
+VALUE_ORDER = columns_of("zero-one") + tuple(P.plugin_column(c) for c in P.CORRECTED["zero-one"])
 
 
 @dataclass
@@ -39,6 +43,10 @@ class Decomposition:
     ``experts``: the bias-variance-diversity decomposition of the methods given expert logits
     (:func:`decompose_experts`), itself a Decomposition whose frames hold
     ``ensemble_loss, average_bias, average_variance, diversity``; None when none was.
+    ``leave_one_out``: ``(method, loss) -> {column: (D, N)}``, for a method decomposed with the
+    population estimator, each per-sample term computed without training set k (row k): the
+    delete-one-subset jackknife that the intervals, :func:`~bvkit.decomposition.compare` and
+    the claims pair across methods by subset.
     """
 
     per_sample: pd.DataFrame
@@ -47,6 +55,7 @@ class Decomposition:
     settings: dict = field(default_factory=dict)
     per_model: pd.DataFrame = field(default_factory=pd.DataFrame)
     experts: Decomposition | None = None
+    leave_one_out: dict = field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
@@ -70,7 +79,9 @@ class Decomposition:
                   for attr in ("per_sample", "per_class", "per_split", "per_model")}
         experts = [p.experts for p in parts if p.experts is not None]
         return cls(settings={m: s for p in parts for m, s in p.settings.items()},
-                   experts=cls.concat(experts) if experts else None, **frames)
+                   experts=cls.concat(experts) if experts else None,
+                   leave_one_out={k: v for p in parts for k, v in p.leave_one_out.items()},
+                   **frames)
 
     def __repr__(self) -> str:
         return (f"Decomposition(methods={self.methods}, losses={self.losses}, "
@@ -100,6 +111,7 @@ def decompose(
     routed: bool | None = None,
     expert_loss=None,
     expert_weights=None,
+    estimator: str = "auto",
 ) -> Decomposition:
     """Bias-variance decomposition of D models' predictions on one test set.
 
@@ -112,6 +124,15 @@ def decompose(
     ``<column>_lo``/``_hi`` percentile intervals at ``level``, resampling test samples within
     classes (and the models too with ``bootstrap_models``), seeded by ``seed``. Definitions
     and frames: ``docs/bias_variance.md``.
+
+    ``estimator``: ``"population"`` reports the terms of the population of models the D
+    training sets were drawn from, corrected for finite D by the delete-one-subset jackknife
+    (:mod:`bvkit.decomposition.population`; the plug-in values stay beside them as
+    ``bias_plugin``, ``variance_plugin``, ...), and its intervals cover both the training sets
+    (the jackknife, paired by subset across methods) and the test samples (the bootstrap), a t
+    interval; ``"plugin"``: the terms of these D models, percentile intervals over test samples;
+    ``"auto"`` (default): population when D >= 3 and not ``bootstrap_models``, else plug-in.
+    The population estimator costs 1 + D + D(D-1)/2 kernel passes (16 at D = 5).
 
     With ``bootstrap_models`` a replicate holds repeated models, which shrinks the plug-in
     variance (by about (D-1)/D on average), so with few models its interval sits below the
@@ -141,11 +162,17 @@ def decompose(
     labels = np.asarray(labels)
     n_classes = inputs.check_inputs(labels, scores, kind, train_counts, class_names)
     _check_options(many, few, bootstrap, level, seed, chunk_size)
+    estimator = P.resolve_estimator(estimator, scores.shape[0], bootstrap_models=bootstrap_models)
     groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
 
     correct = np.empty(scores.shape[:2], dtype=bool)
-    values = passes.sample_terms(labels, scores, kind, n_classes, losses, chunk_size, n_jobs,
-                                 correct=correct)
+    leave_one_out = {}
+    if estimator == "population":
+        values, leave_one_out = passes.population_sample_terms(
+            labels, scores, kind, n_classes, losses, chunk_size, n_jobs, correct=correct)
+    else:
+        values = passes.sample_terms(labels, scores, kind, n_classes, losses, chunk_size,
+                                     n_jobs, correct=correct)
     resamples = bs.Resamples.draw(labels, bootstrap, seed) if bootstrap else None
     replicate_sums = None
     if bootstrap and bootstrap_models:
@@ -161,24 +188,30 @@ def decompose(
         if key not in interval_cache:
             reps = (bs.sums_to_means(replicate_sums[name][col], groups) if replicate_sums
                     else bs.class_replicates(values[name][col], groups, resamples))
+            jack = (groups.class_means(leave_one_out[name][col]) if leave_one_out else None)
             interval_cache[key] = ({}, {})
-            bs.add_intervals(*interval_cache[key], col, reps, groups, level)
+            bs.add_intervals(*interval_cache[key], col, reps, groups, level,
+                             estimate=groups.class_means(values[name][col]), leave_one_out=jack)
         return interval_cache[key]
 
     for name in losses:
         cols = values[name]
-        class_cols = {c: groups.class_means(cols[c]) for c in columns_of(name)}
+        value_cols = P.population_columns(name) if leave_one_out else columns_of(name)
+        class_cols = {c: groups.class_means(cols[c]) for c in value_cols}
         split_cols = {c: groups.split_means(v) for c, v in class_cols.items()}
         for c in columns_of(name) if bootstrap else ():
             class_bounds, split_bounds = interval_cols(name, c)
             class_cols.update(class_bounds)
             split_cols.update(split_bounds)
         samples.append(sample_frame(method, name, cols, groups))
-        classes.append(ordered_columns(class_frame(method, name, class_cols, groups), CLASS_KEY))
-        splits.append(ordered_columns(split_frame(method, name, split_cols, groups), SPLIT_KEY))
+        classes.append(ordered_columns(class_frame(method, name, class_cols, groups), CLASS_KEY,
+                                       VALUE_ORDER))
+        splits.append(ordered_columns(split_frame(method, name, split_cols, groups), SPLIT_KEY,
+                                      VALUE_ORDER))
     settings = {method: dict(
         loss=list(losses), many=many, few=few, bootstrap=bootstrap,
         bootstrap_models=bootstrap_models, level=level, seed=seed, kind=kind,
+        estimator=estimator,
         n_models=int(scores.shape[0]), n_samples=int(labels.shape[0]), n_classes=n_classes)}
     experts = None
     if expert_weights is not None and expert_logits is None:
@@ -211,6 +244,7 @@ def decompose(
         settings,
         model_frame(method, groups.class_means(correct), groups),
         experts,
+        {(method, name): cols for name, cols in leave_one_out.items()},
     )
 
 

@@ -84,8 +84,8 @@ def sample_frame(method, loss, cols, groups: Groups) -> pd.DataFrame:
     frame = pd.DataFrame({
         "method": method, "loss": loss, "sample": np.arange(groups.labels.shape[0]),
         "class": groups.labels, "split": groups.class_split[groups.labels]})
-    for col in columns_of(loss) + (("c2",) if loss == "zero-one" else ()):
-        frame[col] = cols[col]
+    for col, values in cols.items():  # the loss's columns (and plug-in twins, c2) in order
+        frame[col] = values
     return frame
 
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from bvkit.decomposition import population as P
 from bvkit.decomposition import terms as T
 from bvkit.decomposition.chunk_reader import ChunkReader
 from bvkit.errors import BvkitError
@@ -145,3 +146,50 @@ def replicate_class_sums(labels, scores, kind, n_classes, losses, model_weights,
                     weighted = (counts * cols[col])[:, order]
                     sums[loss][col][classes] += np.add.reduceat(weighted, first, axis=1).T
     return {loss: {col: s.T for col, s in cols.items()} for loss, cols in sums.items()}
+
+
+def population_sample_terms(labels, scores, kind, n_classes, losses, chunk_size=None,
+                            n_jobs=None, correct=None):
+    """Per-sample population terms (:func:`bvkit.decomposition.population.jackknife_terms` of
+    the kernel's plug-in terms over every model subset the jackknife needs) in one chunked
+    pass (:func:`bvkit.decomposition.terms.subset_terms`: each chunk read once):
+    ``(values, leave_one_out)``, ``values``: ``loss -> {column -> (N,)}`` holding the
+    corrected columns, their ``<column>_plugin`` twins and zero-one's per-sample ``c2``;
+    ``leave_one_out``: ``loss -> {column -> (D, N)}``, the corrected terms without model k.
+    Beyond one kernel pass, each of the 1 + D + D(D-1)/2 model subsets (16 at D = 5) costs a
+    log-sum-exp over ``(n, C)`` (cross-entropy) and a few ``(n,)`` sums."""
+    labels = np.asarray(labels, dtype=np.int64)
+    n_models, n_samples = scores.shape[:2]
+    chunk_size = chunk_size or max(1, default_chunk_size(scores.shape, kind) // 2)
+    n_jobs = n_jobs or default_jobs()
+    reader = ChunkReader(scores)
+    limit = T.finite_limit(scores.dtype)
+    values = {loss: {col: np.empty(n_samples) for col in P.population_columns(loss) + _extra(loss)}
+              for loss in losses}
+    loo = {loss: {col: np.empty((n_models, n_samples)) for col in T.columns_of(loss)}
+           for loss in losses}
+
+    def one_chunk(start, stop):
+        y = labels[start:stop]
+        if kind == "preds":
+            block = reader.copy(start, stop)
+            _check_pred_range(block, n_classes)
+        else:
+            block = reader.float32(start, stop)
+        hits = None if correct is None else correct[:, start:stop]
+        term_fn = T.subset_terms(block, y, losses, kind, limit, correct=hits)
+        with np.errstate(invalid="ignore"):
+            result = P.jackknife_terms(term_fn, n_models)
+        for loss, terms in result.items():
+            for col in T.columns_of(loss):
+                values[loss][col][start:stop] = terms.corrected[col]
+                loo[loss][col][:, start:stop] = terms.corrected_loo[col]
+            for col in P.CORRECTED[loss]:
+                values[loss][P.plugin_column(col)][start:stop] = terms.plugin[col]
+            if loss == "zero-one":
+                values[loss]["c2"][start:stop] = terms.plugin["c2"]
+
+    with reader, _one_blas_thread():
+        for _ in map_chunks(one_chunk, n_samples, chunk_size, n_jobs):
+            pass
+    return values, loo

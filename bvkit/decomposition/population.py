@@ -1,33 +1,38 @@
-"""Population bias and variance from D models, with delete-one-subset jackknife intervals.
-
-A building block for issue 29, not yet used by :func:`bvkit.decompose`, the CLI, the claims or
-the figures (those still report the plug-in terms of ``terms.py``). Definitions and derivations:
-``docs/bias_variance.md``, section "Population terms: finite-D corrections and the jackknife".
+"""Population bias and variance from D models: finite-D corrections by the delete-one-subset
+jackknife, and intervals over the D training sets (``docs/bias_variance.md``, "Population
+terms").
 
 The D models of a study are D draws from a population of models (one per long-tailed training
-set). The plug-in terms describe those D models; the estimators here target the population:
+set). The plug-in terms of ``terms.py`` describe those D models; the estimators here target the
+population, and :func:`bvkit.decompose` reports them by default when D >= 3
+(``estimator="auto"``; ``"plugin"`` keeps the plug-in terms, ``"population"`` asks for these):
 
-* :func:`squared_population_terms`: the Brier bias and variance corrected for finite D. The
-  corrected variance ``V* = V D/(D-1)`` and bias ``B* = B - V*/D`` are U-statistics, unbiased
-  for ``E||p - Ep||^2`` and ``||Ep - e_y||^2``; ``B* + V*`` is the plug-in error (the identity
-  holds).
-* :func:`cross_entropy_population_terms`: Yang et al.'s variance ``-log Z`` is a smooth function
-  of the mean log-probability, so its delete-one jackknife bias correction removes the O(1/D)
-  term; the bias is error minus that variance (the identity holds, the error is unbiased).
-* :func:`jackknife` / :func:`paired_jackknife`: the delete-one-subset jackknife of any statistic
-  of the D models (``statistic(keep)`` with ``keep`` the indices of the models kept), its
-  standard error and a t interval with D - 1 degrees of freedom. Paired: a difference of two
-  methods leaves out the same training set k in both.
-* :func:`population_split_jackknife` / :func:`population_split_difference`: the two together
-  for the split means (class means, then means over a split's classes, as ``grouping.py``).
+* :func:`jackknife_terms`: Quenouille's delete-one bias correction of every per-sample term,
+  ``theta* = D theta - (D - 1) mean_k theta_(k)`` with ``theta_(k)`` the plug-in term of the
+  D - 1 models left without training set k, and the corrected terms of those D - 1 models
+  (from the models left without k and j), which the intervals need. The correction is linear
+  and leaves a mean over models (error, accuracy) unchanged, so every identity of the plug-in
+  terms (``error = bias + variance``; zero-one's ``error = bias + net_variance``) holds for the
+  corrected ones. Squared loss: it gives exactly ``V* = V D/(D-1)`` and ``B* = B - V*/D``, both
+  unbiased (U-statistics). Cross-entropy: Yang et al.'s variance is a smooth function of the
+  mean log-probability, and the correction removes its O(1/D) bias. Zero-one: the main
+  prediction is not a smooth function of the models, and the correction is a first-order one
+  there (measured: ``experiments/results/coverage.md``).
+* :class:`Jackknife` / :func:`jackknife` / :func:`paired_jackknife`: the delete-one-subset
+  jackknife of any statistic, its standard error and a t interval with D - 1 degrees of
+  freedom. Paired: a difference of two methods leaves out the same training set k in both.
+* :func:`combined_interval`: the jackknife's variance (training sets) plus the class-stratified
+  test-sample bootstrap's (test samples), with a Welch-Satterthwaite t quantile: the interval
+  ``decompose``, ``compare`` and the claims report for the population terms.
+* :func:`population_terms`, :func:`population_split_jackknife`,
+  :func:`population_split_difference`: the same on in-memory arrays (tests, simulations).
 
-These intervals cover the uncertainty from the choice of the D training sets with the test set
-held fixed; combining them with the class-stratified test-sample bootstrap is left to the wiring.
-Pure numpy (float64) plus ``scipy.stats.t`` for the quantile.
+Pure numpy on the kernel of ``terms.py`` plus ``scipy.stats.t`` for the quantile.
 """
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -35,21 +40,41 @@ from typing import Callable
 import numpy as np
 from scipy import stats
 
+from bvkit.decomposition import terms as T
 from bvkit.decomposition.grouping import Groups
-from bvkit.decomposition.terms import PROBS_EPSILON, PROBS_TOLERANCE
 from bvkit.errors import BvkitError
 
-#: Columns of the per-sample and per-split population terms: corrected first, then plug-in.
+ESTIMATORS = ("auto", "population", "plugin")
+#: The columns the finite-D correction changes, per loss; the others are means over models.
+CORRECTED = {
+    "squared": ("bias", "variance"),
+    "zero-one": ("bias", "variance", "variance_unbiased", "variance_biased", "net_variance"),
+    "cross-entropy": ("bias", "variance"),
+}
+#: Columns of :func:`population_terms` and the split jackknife: corrected first, then plug-in.
 POPULATION_COLUMNS = ("error", "bias", "variance", "bias_plugin", "variance_plugin")
-POPULATION_LOSSES = ("squared", "cross-entropy")
+POPULATION_LOSSES = ("squared", "zero-one", "cross-entropy")
+#: Smallest D for which ``estimator="auto"`` reports the population terms.
+AUTO_MIN_MODELS = 3
 
 
 class FewModelsWarning(UserWarning):
     """The jackknife over D = 2 training sets has 1 degree of freedom: very wide intervals."""
 
 
+def plugin_column(column: str) -> str:
+    """The name of a corrected column's plug-in twin (``variance`` -> ``variance_plugin``)."""
+    return f"{column}_plugin"
+
+
+def population_columns(loss: str) -> tuple[str, ...]:
+    """Value columns of a population decomposition: the loss's own columns (corrected where
+    :data:`CORRECTED` says), then the plug-in twins of the corrected ones."""
+    return T.columns_of(loss) + tuple(plugin_column(c) for c in CORRECTED[loss])
+
+
 # ---------------------------------------------------------------------------------------------
-# checks and inputs
+# checks
 
 
 def check_n_models(n_models: int, *, jackknife: bool = False) -> None:
@@ -65,141 +90,152 @@ def check_n_models(n_models: int, *, jackknife: bool = False) -> None:
                       FewModelsWarning, stacklevel=3)
 
 
-def _log_probs(probs, logits) -> np.ndarray:
-    """float64 log-probabilities ``(D, N, C)`` from exactly one of ``probs`` or ``logits``
-    (probs clipped at ``PROBS_EPSILON`` and renormalised, as ``terms.py`` does)."""
-    if (probs is None) == (logits is None):
-        raise BvkitError("pass exactly one of probs or logits")
-    scores = np.asarray(probs if logits is None else logits, dtype=np.float64)
-    if scores.ndim != 3:
-        raise BvkitError(f"scores must have shape (D, N, C), got {scores.shape}")
-    if not np.isfinite(scores).all():
-        raise BvkitError("scores contain NaN or inf")
-    if logits is None:
-        if scores.min() < 0:
-            raise BvkitError("probs contain negative values")
-        worst = np.abs(scores.sum(axis=2) - 1).max()
-        if worst > PROBS_TOLERANCE:
-            raise BvkitError(f"probs do not sum to 1 over classes (off by up to {worst:.3g})")
-        scores = np.log(np.maximum(scores, PROBS_EPSILON))
-    return scores - _logsumexp(scores)[..., None]
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(axis=-1, keepdims=True)
-    return top[..., 0] + np.log(np.exp(x - top).sum(axis=-1))
-
-
-def _labels(labels, n_samples: int, n_classes: int) -> np.ndarray:
-    labels = np.asarray(labels)
-    if labels.shape != (n_samples,):
-        raise BvkitError(f"labels must have shape ({n_samples},), got {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise BvkitError(f"labels must lie in 0..{n_classes - 1}")
-    return labels.astype(np.int64)
+def resolve_estimator(estimator: str, n_models: int, *, bootstrap_models: bool = False) -> str:
+    """``"population"`` or ``"plugin"``. ``"auto"``: population for D >= 3 (and not with
+    ``bootstrap_models``, which resamples the plug-in terms' models), else plug-in, with a
+    :class:`FewModelsWarning` at D = 2. ``"population"`` at D = 2 warns and gives NaN
+    intervals for the corrected terms; with ``bootstrap_models`` it is refused."""
+    if estimator not in ESTIMATORS:
+        raise BvkitError(f"unknown estimator {estimator!r} (choose from {', '.join(ESTIMATORS)})")
+    if estimator == "plugin":
+        return "plugin"
+    if bootstrap_models:
+        if estimator == "population":
+            raise BvkitError("bootstrap_models resamples the models of the plug-in terms; the "
+                             "population estimator's intervals come from the jackknife over "
+                             "training sets: use one or the other")
+        return "plugin"
+    if estimator == "auto" and n_models < AUTO_MIN_MODELS:
+        warnings.warn(f"{n_models} models: too few for the population estimates and their "
+                      f"intervals (D >= {AUTO_MIN_MODELS}); reporting the plug-in terms of "
+                      f"these models", FewModelsWarning, stacklevel=3)
+        return "plugin"
+    check_n_models(n_models, jackknife=True)
+    return "population"
 
 
 # ---------------------------------------------------------------------------------------------
-# per-sample population terms
+# the jackknife-corrected per-sample terms
+
+
+def leave_out_sets(n_models: int) -> tuple[np.ndarray, list[np.ndarray], dict]:
+    """``(every, without_one, without_two)``: all D model indices; the D index sets without
+    model k; ``{(k, j): indices without k and j}`` for k < j (empty at D = 2)."""
+    every = np.arange(n_models)
+    without_one = [np.delete(every, k) for k in range(n_models)]
+    without_two = ({} if n_models < 3 else
+                   {(k, j): np.delete(every, [k, j])
+                    for k, j in itertools.combinations(range(n_models), 2)})
+    return every, without_one, without_two
+
+
+@dataclass
+class JackknifeTerms:
+    """Per-sample terms of one loss, plug-in and corrected, with and without each model.
+
+    ``plugin`` / ``corrected``: column -> (n,); ``plugin_loo`` / ``corrected_loo``: column ->
+    (D, n), row k computed without model k (corrected: from those D - 1 models' own
+    correction, NaN at D = 2).
+    """
+
+    plugin: dict
+    corrected: dict
+    plugin_loo: dict
+    corrected_loo: dict
+
+
+def jackknife_terms(term_fn: Callable[[np.ndarray], dict], n_models: int,
+                    corrected: dict = CORRECTED) -> dict[str, JackknifeTerms]:
+    """Jackknife-correct the per-sample terms ``term_fn(keep) -> {loss: {column: (n,)}}`` of
+    the models ``keep`` (sorted indices). The columns of ``corrected[loss]`` get
+    ``D theta - (D - 1) mean_k theta_(k)``; every other column is a mean over models and is
+    its own correction. Returns ``loss -> JackknifeTerms``."""
+    check_n_models(n_models)
+    every, without_one, without_two = leave_out_sets(n_models)
+    full = term_fn(every)
+    loo = [term_fn(keep) for keep in without_one]
+    pairs = {key: term_fn(keep) for key, keep in without_two.items()}
+    d = n_models
+    out = {}
+    for loss, cols in full.items():
+        plugin, fixed, plugin_loo, fixed_loo = {}, {}, {}, {}
+        for col, theta in cols.items():
+            theta = np.asarray(theta, dtype=np.float64)
+            theta_k = np.stack([np.asarray(part[loss][col], dtype=np.float64) for part in loo])
+            plugin[col], plugin_loo[col] = theta, theta_k
+            if col not in corrected.get(loss, ()):
+                fixed[col], fixed_loo[col] = theta, theta_k
+                continue
+            fixed[col] = d * theta - (d - 1) * theta_k.mean(axis=0)
+            if d < 3:  # one model left: no correction of the leave-one-out values
+                fixed_loo[col] = np.full_like(theta_k, np.nan)
+                continue
+            mean_kj = np.zeros_like(theta_k)
+            for (k, j), part in pairs.items():
+                value = np.asarray(part[loss][col], dtype=np.float64)
+                mean_kj[k] += value
+                mean_kj[j] += value
+            mean_kj /= d - 1
+            fixed_loo[col] = (d - 1) * theta_k - (d - 2) * mean_kj
+        out[loss] = JackknifeTerms(plugin, fixed, plugin_loo, fixed_loo)
+    return out
+
+
+def _kernel_terms(labels, scores, kind, losses) -> Callable[[np.ndarray], dict]:
+    """``keep -> {loss: {column: (n,)}}``: the plug-in terms of ``terms.py`` of the models
+    ``keep`` (:func:`bvkit.decomposition.terms.subset_terms`)."""
+    if kind == "preds":
+        return T.subset_terms(scores.astype(np.int64), labels, losses, kind)
+    block = np.empty(scores.shape, np.float32)
+    T.to_float32(scores, block)
+    return T.subset_terms(block, labels, losses, kind, T.finite_limit(scores.dtype))
+
+
+def _arrays(labels, probs, logits, preds, loss):
+    given = {k: v for k, v in (("probs", probs), ("logits", logits), ("preds", preds))
+             if v is not None}
+    if len(given) != 1:
+        raise BvkitError(f"pass exactly one of logits, probs or preds (got {sorted(given)})")
+    if loss not in POPULATION_LOSSES:
+        raise BvkitError(f"population terms exist for {', '.join(POPULATION_LOSSES)}, "
+                         f"not {loss!r}")
+    (kind, scores), = given.items()
+    scores = np.asarray(scores)
+    if scores.ndim != (2 if kind == "preds" else 3):
+        raise BvkitError(f"{kind} must have shape {'(D, N)' if kind == 'preds' else '(D, N, C)'}"
+                         f", got {scores.shape}")
+    labels = np.asarray(labels)
+    if labels.shape != scores.shape[1:2]:
+        raise BvkitError(f"labels must have shape ({scores.shape[1]},), got {labels.shape}")
+    check_n_models(scores.shape[0])
+    return labels.astype(np.int64), scores, kind
+
+
+def population_terms(labels, *, probs=None, logits=None, preds=None, loss="squared"
+                     ) -> dict[str, np.ndarray]:
+    """Per-sample ``error``, corrected ``bias`` and ``variance`` and their plug-in twins
+    (:data:`POPULATION_COLUMNS`) of one loss from D >= 2 models' ``probs``, ``logits`` (D, N,
+    C) or hard ``preds`` (D, N)."""
+    labels, scores, kind = _arrays(labels, probs, logits, preds, loss)
+    result = jackknife_terms(_kernel_terms(labels, scores, kind, (loss,)), scores.shape[0])[loss]
+    out = {col: result.corrected[col] for col in ("error", "bias", "variance")}
+    out.update({plugin_column(col): result.plugin[col] for col in ("bias", "variance")})
+    return out
 
 
 def squared_population_terms(labels, *, probs=None, logits=None) -> dict[str, np.ndarray]:
-    """Per-sample population terms of the squared (Brier) loss from D >= 2 models.
-
-    With ``p_d`` model d's probabilities (``probs (D, N, C)``, or the softmax of ``logits``),
-    ``pbar`` their mean and ``e_y`` the one-hot label, per test sample:
-
-    * ``variance_plugin`` ``V = mean_d ||p_d - pbar||^2``, ``bias_plugin`` ``B = ||pbar - e_y||^2``
-      (the terms of ``terms.py``);
-    * ``variance`` ``V* = V D / (D - 1)``: unbiased for the population variance
-      ``E||p - Ep||^2``, since ``E[V] = (D - 1)/D E||p - Ep||^2`` (the D models' own mean
-      absorbs one model's worth of spread);
-    * ``bias`` ``B* = B - V*/D``: unbiased for ``||Ep - e_y||^2``, since
-      ``E[B] = ||Ep - e_y||^2 + E||pbar - Ep||^2`` and ``E||pbar - Ep||^2`` = population
-      variance / D, estimated unbiasedly by ``V*/D``. ``B*`` is the mean of
-      ``<p_i - e_y, p_j - e_y>`` over pairs ``i != j`` (a U-statistic) and can be slightly
-      negative when the bias is near 0; it is not clipped (clipping would bias it up);
-    * ``error`` ``mean_d ||p_d - e_y||^2``, unbiased already; ``error = B* + V* = B + V``.
-
-    Returns ``column -> (N,) float64`` for :data:`POPULATION_COLUMNS`. Derivation:
-    ``docs/bias_variance.md``, "Population terms".
-    """
-    log_p = _log_probs(probs, logits)
-    n_models, n_samples, n_classes = log_p.shape
-    check_n_models(n_models)
-    labels = _labels(labels, n_samples, n_classes)
-    return _squared(np.exp(log_p), labels)
-
-
-def _squared(p: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    n_models, n_samples, _ = p.shape
-    rows = np.arange(n_samples)
-    pbar = p.mean(axis=0)
-    variance = ((p - pbar) ** 2).sum(axis=2).mean(axis=0)
-    off = pbar.copy()
-    off[rows, labels] -= 1
-    bias = (off * off).sum(axis=1)
-    p_label = p[:, rows, labels]
-    error = ((p * p).sum(axis=2) - 2 * p_label + 1).mean(axis=0)
-    if n_models >= 2:
-        variance_c = variance * n_models / (n_models - 1)
-        bias_c = bias - variance / (n_models - 1)
-    else:  # a leave-one-out replicate of D = 2: nothing to correct with
-        variance_c = bias_c = np.full(n_samples, np.nan)
-    return {"error": error, "bias": bias_c, "variance": variance_c, "bias_plugin": bias,
-            "variance_plugin": variance}
+    """:func:`population_terms` of the squared (Brier) loss: ``variance = V D/(D-1)``,
+    ``bias = B - variance/D`` (derivation: ``docs/bias_variance.md``)."""
+    return population_terms(labels, probs=probs, logits=logits, loss="squared")
 
 
 def cross_entropy_population_terms(labels, *, logits=None, probs=None) -> dict[str, np.ndarray]:
-    """Per-sample population terms of the cross-entropy loss (Yang et al. 2020) from D >= 2.
-
-    Plug-in: ``error = -mean_d log p_{d,y}``, ``variance_plugin = -log Z`` with
-    ``log Z = logsumexp_c mean_d log p_{d,c}``, ``bias_plugin = error - variance_plugin``
-    (``terms.py``). The population variance is ``-logsumexp_c E[log p_c]``, a smooth function of
-    a mean, and ``logsumexp`` is convex, so the plug-in variance is low by a term of order 1/D.
-    The delete-one jackknife removes it: with ``V_(k)`` the plug-in variance without model k,
-    ``variance = D V - (D - 1) mean_k V_(k)`` (for the squared loss this same recipe gives
-    exactly ``V*`` and ``B*``). The error is a mean over models, its own jackknife, so
-    ``bias = error - variance`` keeps the identity. Not clipped: a corrected variance near 0
-    can come out slightly negative. Returns ``column -> (N,)`` for :data:`POPULATION_COLUMNS`.
-    """
-    log_p = _log_probs(probs, logits)
-    n_models, n_samples, n_classes = log_p.shape
-    check_n_models(n_models)
-    labels = _labels(labels, n_samples, n_classes)
-    return _cross_entropy(log_p, labels)
-
-
-def _cross_entropy(log_p: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
-    n_models, n_samples, _ = log_p.shape
-    rows = np.arange(n_samples)
-    mean = log_p.mean(axis=0)
-    error = -mean[rows, labels]
-    variance = -_logsumexp(mean)
-    if n_models >= 2:
-        loo_mean = (n_models * mean - log_p) / (n_models - 1)  # (D, N, C) without model k
-        loo_variance = -_logsumexp(loo_mean).mean(axis=0)
-        variance_c = n_models * variance - (n_models - 1) * loo_variance
-    else:
-        variance_c = np.full(n_samples, np.nan)
-    return {"error": error, "bias": error - variance_c, "variance": variance_c,
-            "bias_plugin": error - variance, "variance_plugin": variance}
-
-
-_TERMS = {"squared": (_squared, np.exp), "cross-entropy": (_cross_entropy, lambda x: x)}
-
-
-def population_terms(labels, *, probs=None, logits=None, loss="squared"):
-    """:func:`squared_population_terms` or :func:`cross_entropy_population_terms` by name."""
-    if loss == "squared":
-        return squared_population_terms(labels, probs=probs, logits=logits)
-    if loss == "cross-entropy":
-        return cross_entropy_population_terms(labels, probs=probs, logits=logits)
-    raise BvkitError(f"population terms exist for {', '.join(POPULATION_LOSSES)}, not {loss!r}")
+    """:func:`population_terms` of the cross-entropy loss (Yang et al. 2020's terms)."""
+    return population_terms(labels, probs=probs, logits=logits, loss="cross-entropy")
 
 
 # ---------------------------------------------------------------------------------------------
-# delete-one-subset jackknife
+# delete-one-subset jackknife and intervals
 
 
 @dataclass(frozen=True)
@@ -230,7 +266,7 @@ class Jackknife:
     @property
     def bias_corrected(self) -> np.ndarray:
         """``D theta - (D - 1) mean_k theta_k``: the estimate less the jackknife's estimate of
-        its O(1/D) bias (for a corrected term of the squared loss: the estimate itself)."""
+        its O(1/D) bias."""
         d = self.n_models
         return d * self.estimate - (d - 1) * self.replicates.mean(axis=0)
 
@@ -247,14 +283,40 @@ def jackknife_se(replicates) -> np.ndarray:
     return np.sqrt((d - 1) / d * spread)
 
 
-def t_interval(estimate, se, dof: int, level: float = 0.95):
+def t_interval(estimate, se, dof, level: float = 0.95):
     """``(lo, hi) = estimate -/+ t.ppf((1 + level)/2, dof) * se`` (``scipy.stats.t``)."""
     if not 0 < level < 1:
         raise BvkitError(f"level must lie strictly between 0 and 1, got {level}")
-    if dof < 1:
+    if np.any(np.asarray(dof) < 1):
         raise BvkitError(f"a t interval needs at least 1 degree of freedom, got {dof}")
     half = stats.t.ppf((1 + level) / 2, dof) * np.asarray(se, dtype=np.float64)
     estimate = np.asarray(estimate, dtype=np.float64)
+    return estimate - half, estimate + half
+
+
+def combined_interval(estimate, leave_one_out, bootstrap_replicates=None, level: float = 0.95):
+    """Interval of a statistic over both draws: the training sets (its delete-one jackknife,
+    ``leave_one_out (D, ...)``) and the test samples (the class-stratified bootstrap,
+    ``bootstrap_replicates (B, ...)``, models held fixed; None: test set held fixed).
+
+    ``estimate -/+ t_nu sqrt(se_J^2 + se_B^2)``: the two variances add (the D models and the
+    test samples are drawn independently; their interaction is counted in both, which errs
+    wide), and ``nu = (se_J^2 + se_B^2)^2 / (se_J^4 / (D - 1))`` (Welch-Satterthwaite, the
+    bootstrap's variance taken as known). Where both are 0 (identical methods): zero width.
+    NaN where a replicate is NaN."""
+    leave_one_out = np.asarray(leave_one_out, dtype=np.float64)
+    estimate = np.asarray(estimate, dtype=np.float64)
+    dof_j = leave_one_out.shape[0] - 1
+    if dof_j < 1:
+        raise BvkitError(f"a jackknife needs at least 2 models, got {leave_one_out.shape[0]}")
+    var_j = jackknife_se(leave_one_out) ** 2
+    var_b = (np.zeros_like(var_j) if bootstrap_replicates is None
+             else np.asarray(bootstrap_replicates, dtype=np.float64).var(axis=0, ddof=1))
+    total = var_j + var_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dof = np.where(var_j > 0, total**2 / (var_j**2 / dof_j), np.inf)
+    dof = np.where(np.isnan(dof), dof_j, np.maximum(dof, dof_j))
+    half = stats.t.ppf((1 + level) / 2, dof) * np.sqrt(total)
     return estimate - half, estimate + half
 
 
@@ -285,60 +347,52 @@ def paired_jackknife(statistic_a, statistic_b, n_models: int) -> Jackknife:
 # split means
 
 
-def split_statistic(labels, *, probs=None, logits=None, loss="squared",
-                    groups: Groups | None = None) -> tuple[Callable, int]:
-    """``(statistic, D)``: ``statistic(keep)`` gives the ``(len(POPULATION_COLUMNS), S)`` split
-    means (split order ``groups.splits``; without ``groups``, one split ``all``: the mean of
-    the class means) of the per-sample population terms of the models ``keep``."""
-    if loss not in _TERMS:
-        raise BvkitError(f"population terms exist for {', '.join(POPULATION_LOSSES)}, "
-                         f"not {loss!r}")
-    log_p = _log_probs(probs, logits)
-    n_models, n_samples, n_classes = log_p.shape
-    check_n_models(n_models)
-    labels = _labels(labels, n_samples, n_classes)
-    groups = Groups.build(labels, n_classes) if groups is None else groups
+def population_split_jackknife(labels, *, probs=None, logits=None, preds=None, loss="squared",
+                               groups: Groups | None = None) -> dict[str, Jackknife]:
+    """Split means (``groups.splits`` order; without ``groups`` one split, ``all``) of the
+    population terms with their jackknife over the D training sets: ``column -> Jackknife``
+    for :data:`POPULATION_COLUMNS`; a corrected column's replicate k is the correction of the
+    D - 1 models without k, a plug-in column's their plug-in value. At D = 2 the corrected
+    ``bias`` and ``variance`` have no leave-one-out value: their ``se`` and interval are NaN."""
+    labels, scores, kind = _arrays(labels, probs, logits, preds, loss)
+    n_models = scores.shape[0]
+    check_n_models(n_models, jackknife=True)
+    groups = _groups(groups, labels, scores, kind)
+    with np.errstate(invalid="ignore"):
+        result = jackknife_terms(_kernel_terms(labels, scores, kind, (loss,)), n_models)[loss]
+    splits = lambda v: groups.split_means(groups.class_means(v))  # noqa: E731
+    out = {}
+    for col in POPULATION_COLUMNS:
+        name, source = ((col[:-len("_plugin")], "plugin") if col.endswith("_plugin")
+                        else (col, "corrected"))
+        values = getattr(result, source)[name]
+        loo = getattr(result, f"{source}_loo")[name]
+        out[col] = Jackknife(splits(values), splits(loo))
+    return out
+
+
+def _groups(groups, labels, scores, kind) -> Groups:
+    n_classes = int(scores.max()) + 1 if kind == "preds" else scores.shape[2]
+    if groups is None:
+        return Groups.build(labels, max(n_classes, int(labels.max()) + 1))
     if not np.array_equal(groups.labels, labels):
         raise BvkitError("groups were built for other labels")
-    per_sample, to_input = _TERMS[loss]
-    scores = to_input(log_p)
-
-    def statistic(keep):
-        with np.errstate(invalid="ignore"):
-            terms = per_sample(scores[keep], labels)
-            values = np.stack([terms[c] for c in POPULATION_COLUMNS])
-            return groups.split_means(groups.class_means(values))
-
-    return statistic, n_models
-
-
-def population_split_jackknife(labels, *, probs=None, logits=None, loss="squared",
-                               groups: Groups | None = None) -> dict[str, Jackknife]:
-    """Split means of the population terms with their jackknife over the D training sets:
-    ``column -> Jackknife`` (estimate and replicates per split, ``groups.splits`` order) for
-    :data:`POPULATION_COLUMNS`. At D = 2 the corrected ``bias`` and ``variance`` have no
-    leave-one-out value (one model left): their ``se`` and interval are NaN."""
-    statistic, n_models = split_statistic(labels, probs=probs, logits=logits, loss=loss,
-                                          groups=groups)
-    return _by_column(jackknife(statistic, n_models))
+    return groups
 
 
 def population_split_difference(labels, *, probs_a=None, probs_b=None, logits_a=None,
-                                logits_b=None, loss="squared",
+                                logits_b=None, preds_a=None, preds_b=None, loss="squared",
                                 groups: Groups | None = None) -> dict[str, Jackknife]:
     """``method a - method b`` split means of the population terms, paired by training set:
     model k of both methods was trained on subset k, and replicate k leaves it out of both.
     Same test labels; the same D."""
-    stat_a, d_a = split_statistic(labels, probs=probs_a, logits=logits_a, loss=loss,
-                                  groups=groups)
-    stat_b, d_b = split_statistic(labels, probs=probs_b, logits=logits_b, loss=loss,
-                                  groups=groups)
+    a = population_split_jackknife(labels, probs=probs_a, logits=logits_a, preds=preds_a,
+                                   loss=loss, groups=groups)
+    b = population_split_jackknife(labels, probs=probs_b, logits=logits_b, preds=preds_b,
+                                   loss=loss, groups=groups)
+    d_a, d_b = a["error"].n_models, b["error"].n_models
     if d_a != d_b:
         raise BvkitError(f"a paired difference needs the same training sets: {d_a} models "
                          f"against {d_b}")
-    return _by_column(paired_jackknife(stat_a, stat_b, d_a))
-
-
-def _by_column(result: Jackknife) -> dict[str, Jackknife]:
-    return {col: Jackknife(result.estimate[i], result.replicates[:, i])
-            for i, col in enumerate(POPULATION_COLUMNS)}
+    return {col: Jackknife(a[col].estimate - b[col].estimate,
+                           a[col].replicates - b[col].replicates) for col in a}

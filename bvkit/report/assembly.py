@@ -15,7 +15,7 @@ def make_figures(study, *, bootstrap: int, seed: int, window: int | None = None)
 
     palette = method_palette(study.methods, study.reference)
     common = dict(per_sample=study.per_sample, window=window, bootstrap=bootstrap, seed=seed,
-                  palette=palette)
+                  palette=palette, leave_one_out=study.leave_one_out)
     made = {"accuracy_difference": figures.plot_class_difference(
         study.per_class, "accuracy", study.reference, **common)}
     for metric in ("bias", "variance"):

@@ -1,10 +1,13 @@
 """The RIDE slides' claims checked on a study: each holds, fails or is inconclusive, from
-paired bootstrap intervals of differences between methods (``docs/claims.md``).
+paired intervals of differences between methods (``docs/claims.md``).
 
 Every claim is a set of tests; a test is one signed quantity (a split mean of a per-class
 difference ``method - versus``, or a difference of two such split means) whose interval must
 lie on the claimed side of 0. Intervals come from :func:`bvkit.decomposition.compare.
-difference_replicates`, so every test of a study sees the same resampled test samples. Claims
+difference_replicates`, so every test of a study sees the same resampled test samples, and,
+for a study decomposed with the population estimator (the default for D >= 3), from
+:func:`~bvkit.decomposition.compare.difference_leave_one_out` too: the same training set k left
+out of both methods, the two combined by :func:`~bvkit.decomposition.combined_interval`. Claims
 1-6 read the study's decomposition; claims 7 and 8 compare RIDE arms that differ in one
 setting of their loss, claim 7 through the experts' bias-variance-diversity decomposition.
 """
@@ -19,9 +22,10 @@ import pandas as pd
 
 from bvkit.data.profiles import SPLITS
 from bvkit.decomposition import bootstrap as bs
-from bvkit.decomposition.compare import difference_replicates
+from bvkit.decomposition.compare import difference_leave_one_out, difference_replicates
 from bvkit.decomposition.core import Decomposition
 from bvkit.decomposition.experts import EXPERT_COLUMNS
+from bvkit.decomposition.population import combined_interval
 from bvkit.errors import BvkitError
 from bvkit.report.study import EXPERT_LOSS
 
@@ -182,11 +186,13 @@ def _claim_verdict(results: list[str]) -> str:
 
 
 class _Differences:
-    """Point estimates and paired bootstrap replicates of ``method - reference`` per class."""
+    """Point estimates, paired bootstrap replicates and (population estimator) paired
+    leave-one-subset-out values of ``method - reference`` per class."""
 
     def __init__(self, study, bootstrap: int, seed: int, level: float):
         self.study, self.bootstrap, self.seed, self.level = study, bootstrap, seed, level
-        self.decomposition = Decomposition(study.per_sample, study.per_class, study.per_split)
+        self.decomposition = Decomposition(study.per_sample, study.per_class, study.per_split,
+                                           leave_one_out=getattr(study, "leave_one_out", {}))
         self.experts = study.experts
         classes = study.per_class[(study.per_class["method"] == study.reference)
                                   & (study.per_class["loss"] == study.loss)]
@@ -194,7 +200,9 @@ class _Differences:
         self._cache = {}
 
     def _vs_reference(self, method: str, metric: str):
-        """(class differences (C,), replicates (B, C)) of ``method - reference``."""
+        """(class differences (C,), replicates (B, C), leave-one-out (D, C), 0 for the
+        reference itself, or None without the population estimator) of ``method -
+        reference``."""
         key = (method, metric)
         if key not in self._cache:
             frame = self.study.per_class
@@ -203,11 +211,15 @@ class _Differences:
             ref = frame[frame["method"] == self.study.reference][metric].to_numpy(float)
             if method == self.study.reference:
                 reps = np.zeros((self.bootstrap, len(ref)))
+                jack = 0.0 if self.decomposition.leave_one_out else None
             else:
                 reps = difference_replicates(self.decomposition, method, self.study.reference,
                                              metric, bootstrap=self.bootstrap, seed=self.seed,
                                              loss=self.study.loss)
-            self._cache[key] = (values - ref, reps)
+                jack = difference_leave_one_out(self.decomposition, method,
+                                                self.study.reference, metric,
+                                                loss=self.study.loss)
+            self._cache[key] = (values - ref, reps, jack)
         return self._cache[key]
 
     def _between_experts(self, method: str, versus: str, metric: str):
@@ -223,7 +235,8 @@ class _Differences:
                       .to_numpy(float) for m in (method, versus)}
             reps = difference_replicates(self.experts, method, versus, metric,
                                          bootstrap=self.bootstrap, seed=self.seed, loss=loss)
-            self._cache[key] = (values[method] - values[versus], reps)
+            # the experts' decomposition is plug-in: intervals over test samples only
+            self._cache[key] = (values[method] - values[versus], reps, None)
         return self._cache[key]
 
     def test(self, t: Test) -> tuple[float, float, float, str]:
@@ -231,19 +244,27 @@ class _Differences:
             found = self._between_experts(t.method, t.versus, t.metric)
             if found is None:
                 return np.nan, np.nan, np.nan, UNTESTABLE
-            diff, reps = found
+            diff, reps, jack = found
         else:
-            diff, reps = self._vs_reference(t.method, t.metric)
-            other_diff, other_reps = self._vs_reference(t.versus, t.metric)
+            diff, reps, jack = self._vs_reference(t.method, t.metric)
+            other_diff, other_reps, other_jack = self._vs_reference(t.versus, t.metric)
             diff, reps = diff - other_diff, reps - other_reps
-        estimate, combined = 0.0, np.zeros(reps.shape[0])
+            jack = None if jack is None or other_jack is None else jack - other_jack
+        estimate, combined, left_out = 0.0, np.zeros(reps.shape[0]), 0.0
         for split, weight in t.weights:
             members = self.split_of == split
             if not members.any():
                 return np.nan, np.nan, np.nan, UNTESTABLE
             estimate += weight * diff[members].mean()
             combined += weight * reps[:, members].mean(axis=1)
-        lo, hi = (float(v[0]) for v in bs.intervals(combined[:, None], self.level))
+            if jack is not None:
+                left_out = left_out + weight * jack[:, members].mean(axis=1)
+        if jack is None:
+            lo, hi = (float(v[0]) for v in bs.intervals(combined[:, None], self.level))
+        else:
+            lo, hi = (float(v[0]) for v in combined_interval(
+                np.array([estimate]), np.asarray(left_out)[:, None], combined[:, None],
+                self.level))
         if not (np.isfinite(lo) and np.isfinite(hi)):
             return float(estimate), lo, hi, UNTESTABLE
         if lo <= 0.0 <= hi:

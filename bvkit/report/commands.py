@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
+from bvkit.decomposition.population import ESTIMATORS
 from bvkit.decomposition.terms import LOSSES
 from bvkit.errors import BvkitError
 
@@ -60,6 +61,10 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, metavar="B",
                         help="bootstrap resamples for intervals (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--estimator", choices=ESTIMATORS, default="auto",
+                        help="population (finite-D corrected terms, intervals over training "
+                             "sets and test samples), plugin (these D models' terms, intervals "
+                             "over test samples), auto (default: population when D >= 3)")
     parser.add_argument("--many", type=int, default=MANY_SHOT,
                         help=f"many-shot: > this many images (default {MANY_SHOT})")
     parser.add_argument("--few", type=int, default=FEW_SHOT,
@@ -72,7 +77,8 @@ def _load(args):
     if args.bootstrap < 1:
         raise BvkitError("--bootstrap must be at least 1 (intervals and verdicts need it)")
     return study_frames(args.directory, loss=args.loss, reference=args.reference,
-                        bootstrap=args.bootstrap, seed=args.seed, many=args.many, few=args.few)
+                        bootstrap=args.bootstrap, seed=args.seed, many=args.many, few=args.few,
+                        estimator=args.estimator)
 
 
 def _formats(text: str) -> list[str]:

@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 
 from bvkit.data.profiles import SPLITS
-from bvkit.decomposition import Decomposition, compare, difference_replicates
+from bvkit.decomposition import (
+    Decomposition,
+    combined_interval,
+    compare,
+    difference_leave_one_out,
+    difference_replicates,
+)
 from bvkit.decomposition.bootstrap import intervals
 from bvkit.errors import BvkitError
 from bvkit.report.smoothing import default_window, moving_average
@@ -84,10 +90,12 @@ def class_differences(per_class: pd.DataFrame, metric: str, reference: str) -> p
     return merged[columns].sort_values(["method", "rank"]).reset_index(drop=True)
 
 
-def paired_decomposition(per_sample: pd.DataFrame, per_class: pd.DataFrame) -> Decomposition:
+def paired_decomposition(per_sample: pd.DataFrame, per_class: pd.DataFrame,
+                         leave_one_out: dict | None = None) -> Decomposition:
     """One loss's frames as a :class:`~bvkit.decomposition.Decomposition` for the paired
     comparisons (frames built by hand may lack the ``loss``, ``sample`` or ``class_name``
-    columns, or name the class ``label``)."""
+    columns, or name the class ``label``). ``leave_one_out``: the decomposition's
+    ``leave_one_out`` (population estimator), so that differences pair training sets too."""
     samples = per_sample
     if "class" not in samples.columns and "label" in samples.columns:
         samples = samples.rename(columns={"label": "class"})
@@ -102,23 +110,26 @@ def paired_decomposition(per_sample: pd.DataFrame, per_class: pd.DataFrame) -> D
     samples = samples.assign(loss=loss)
     classes = per_class.sort_values(["method", "class"], kind="stable").assign(loss=loss)
     methods = pd.DataFrame({"method": pd.unique(classes["method"]), "loss": loss})
-    return Decomposition(samples, classes, methods)
+    return Decomposition(samples, classes, methods, leave_one_out=dict(leave_one_out or {}))
 
 
 def smoothed_differences(
     per_class: pd.DataFrame, metric: str, reference: str, *, per_sample: pd.DataFrame | None = None,
     window: int | None = None, bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
+    leave_one_out: dict | None = None,
 ) -> pd.DataFrame:
     """Moving average of the per-class differences over classes sorted head to tail.
 
     Columns method, rank, smooth and, when ``per_sample`` is given, smooth_lo / smooth_hi: the
-    percentile interval at ``level`` of the same moving average over the paired
-    class-stratified resamples of :func:`bvkit.decomposition.compare`.
+    interval at ``level`` of the same moving average over the paired class-stratified
+    resamples of :func:`bvkit.decomposition.compare` (percentile), or, given the population
+    estimator's ``leave_one_out`` (``Decomposition.leave_one_out``), over those resamples and
+    the training sets left out of both methods together (``combined_interval``).
     """
     diffs = class_differences(per_class, metric, reference)
     order = class_order(per_class)
     window = window or default_window(len(order))
-    paired = (paired_decomposition(per_sample, per_class)
+    paired = (paired_decomposition(per_sample, per_class, leave_one_out)
               if per_sample is not None and bootstrap > 0 else None)
     rows = []
     for method, group in diffs.groupby("method", sort=False):
@@ -128,8 +139,15 @@ def smoothed_differences(
         if paired is not None:
             replicates = difference_replicates(paired, method, reference, metric,
                                                bootstrap=bootstrap, seed=seed)
-            head_to_tail = replicates[:, order["class"].to_numpy()]
-            lo, hi = intervals(moving_average(head_to_tail, window), level)
+            classes = order["class"].to_numpy()
+            head_to_tail = moving_average(replicates[:, classes], window)
+            jack = difference_leave_one_out(paired, method, reference, metric)
+            if jack is None:
+                lo, hi = intervals(head_to_tail, level)
+            else:
+                lo, hi = combined_interval(frame["smooth"].to_numpy(),
+                                           moving_average(jack[:, classes], window),
+                                           head_to_tail, level)
             frame["smooth_lo"], frame["smooth_hi"] = lo[group["rank"]], hi[group["rank"]]
         rows.append(frame)
     return pd.concat(rows, ignore_index=True)
@@ -137,11 +155,12 @@ def smoothed_differences(
 
 def split_differences_from_samples(
     per_sample: pd.DataFrame, per_class: pd.DataFrame, metrics, reference: str, *,
-    bootstrap: int = 1000, seed: int = 0, level: float = 0.95,
+    bootstrap: int = 1000, seed: int = 0, level: float = 0.95, leave_one_out: dict | None = None,
 ) -> pd.DataFrame:
-    """Per (method, split, metric): diff = method - reference with its paired class-stratified
-    bootstrap interval diff_lo / diff_hi (:func:`bvkit.decomposition.compare`)."""
-    comparison = compare(paired_decomposition(per_sample, per_class), reference,
+    """Per (method, split, metric): diff = method - reference with its paired interval
+    diff_lo / diff_hi (:func:`bvkit.decomposition.compare`: over test samples, and over
+    training sets given the population estimator's ``leave_one_out``)."""
+    comparison = compare(paired_decomposition(per_sample, per_class, leave_one_out), reference,
                          bootstrap=bootstrap, seed=seed, level=level, columns=list(metrics))
     return split_differences_from_comparison(comparison.per_split, metrics)
 

@@ -104,13 +104,15 @@ def _legend(fig: Figure, methods, palette, ncols: int | None = None, bars: bool 
 def draw_class_difference(
     ax, per_class: pd.DataFrame, metric: str, reference: str, palette: dict, *,
     per_sample: pd.DataFrame | None = None, window: int | None = None, bootstrap: int = 1000,
-    seed: int = 0, points: bool = True,
+    seed: int = 0, points: bool = True, leave_one_out: dict | None = None,
 ) -> list[str]:
-    """Per-class (method - reference) points, their moving average and its bootstrap band."""
+    """Per-class (method - reference) points, their moving average and its band (over test
+    samples; and over training sets given the population estimator's ``leave_one_out``)."""
     order = class_order(per_class)
     diffs = class_differences(per_class, metric, reference)
     smooth = smoothed_differences(per_class, metric, reference, per_sample=per_sample,
-                                  window=window, bootstrap=bootstrap, seed=seed)
+                                  window=window, bootstrap=bootstrap, seed=seed,
+                                  leave_one_out=leave_one_out)
     scale = metric_scale(metric)
     add_split_bands(ax, order)
     ax.axhline(0.0, color="#333333", linewidth=0.6, zorder=1)
@@ -154,10 +156,12 @@ def plot_class_difference(
     per_class: pd.DataFrame, metric: str = "accuracy", reference: str = "ce", *,
     per_sample: pd.DataFrame | None = None, loss: str | None = None, window: int | None = None,
     bootstrap: int = 1000, seed: int = 0, palette: dict | None = None,
-    width: float = COLUMN_WIDTH, height: float = 2.6,
+    width: float = COLUMN_WIDTH, height: float = 2.6, leave_one_out: dict | None = None,
 ) -> Figure:
     """Figure 1: per-class metric of each method minus the reference, head to tail, with the
-    many / medium / few spans, a moving average and (given ``per_sample``) its bootstrap band."""
+    many / medium / few spans, a moving average and (given ``per_sample``) its band: over the
+    test samples, and over the training sets too given the population estimator's
+    ``leave_one_out`` (``Decomposition.leave_one_out``)."""
     per_class = select_loss(per_class, loss)
     per_sample = None if per_sample is None else select_loss(per_sample, loss)
     palette = palette or method_palette(per_class["method"], reference)
@@ -165,7 +169,7 @@ def plot_class_difference(
     ax = fig.add_subplot()
     methods = draw_class_difference(ax, per_class, metric, reference, palette,
                                     per_sample=per_sample, window=window, bootstrap=bootstrap,
-                                    seed=seed)
+                                    seed=seed, leave_one_out=leave_one_out)
     _legend(fig, methods, palette, ncols=min(len(methods), 3))
     return fig
 
@@ -236,9 +240,11 @@ def plot_metric_overview(
     split_differences: pd.DataFrame | None = None, per_sample: pd.DataFrame | None = None,
     loss: str | None = None, window: int | None = None, bootstrap: int = 1000, seed: int = 0,
     palette: dict | None = None, width: float = PAGE_WIDTH, height: float = 2.5,
+    leave_one_out: dict | None = None,
 ) -> Figure:
     """Figures 2 and 3: (a) per-class metric of each method, (b) its change vs the reference
-    per class with a smoothed bootstrap band, (c) the change per split with intervals.
+    per class with a smoothed band, (c) the change per split with intervals (bands and
+    intervals over test samples, and over training sets too given ``leave_one_out``).
 
     ``split_differences`` (columns method, split, metric, diff, diff_lo, diff_hi, e.g. from
     :func:`bvkit.decomposition.compare`) gives panel (c)'s intervals; without it they are
@@ -253,7 +259,8 @@ def plot_metric_overview(
     if split_differences is None:
         if per_sample is not None and bootstrap > 0:
             split_differences = split_differences_from_samples(
-                per_sample, per_class, [metric], reference, bootstrap=bootstrap, seed=seed)
+                per_sample, per_class, [metric], reference, bootstrap=bootstrap, seed=seed,
+                leave_one_out=leave_one_out)
         else:
             split_differences = split_differences_without_intervals(per_split, [metric], reference)
     split_differences = split_differences[split_differences["metric"] == metric]
@@ -264,7 +271,7 @@ def plot_metric_overview(
     axes[0].set_title(f"(a) per-class {metric}", loc="left", pad=12)
     methods = draw_class_difference(axes[1], per_class, metric, reference, palette,
                                     per_sample=per_sample, window=window, bootstrap=bootstrap,
-                                    seed=seed)
+                                    seed=seed, leave_one_out=leave_one_out)
     axes[1].set_title(f"(b) change vs {reference}", loc="left", pad=12)
     _grouped_bars(axes[2], split_differences, "diff", "diff_lo", "diff_hi", methods, palette,
                   metric, _present_splits(split_differences, "diff"))

@@ -52,6 +52,9 @@ class StudyFrames:
     experts: Decomposition | None = None
     # method -> what its spec entry sets: {"method": recipe, **recipe overrides, "seeds": [...]}
     method_options: dict = field(default_factory=dict)
+    # (method, loss) -> {column: (D, N)}: the population estimator's terms without training
+    # set k (Decomposition.leave_one_out); empty for the plug-in estimator
+    leave_one_out: dict = field(default_factory=dict)
 
     @property
     def methods(self) -> list[str]:
@@ -59,11 +62,14 @@ class StudyFrames:
 
 
 def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootstrap: int = 1000,
-                 seed: int = 0, many: int = MANY_SHOT, few: int = FEW_SHOT) -> StudyFrames:
+                 seed: int = 0, many: int = MANY_SHOT, few: int = FEW_SHOT,
+                 estimator: str = "auto") -> StudyFrames:
     """Decompose every prediction set of a study under ``loss`` (with ``bootstrap`` intervals,
     shot splits at ``many`` / ``few``) and compare each method to ``reference`` with paired
     bootstrap intervals; methods with expert logits also get their experts' bias-variance-
     diversity decomposition under cross-entropy (``experts``), with the same bootstrap.
+    ``estimator``: that of :func:`bvkit.decompose` (default ``"auto"``: the population terms
+    for D >= 3, their intervals and the comparisons paired over training sets too).
 
     ``source``: a :class:`~bvkit.study.reader.Study`, a study directory, or a plain folder of
     prediction sets (``predictions/<method>.npz`` and, optionally, metrics.csv and
@@ -75,7 +81,7 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
         source = load_study(source)
     directory, sets, metrics, usage, histories, recipes, options = _read(source)
     parts = [decompose_file(pset, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few,
-                            expert_loss=EXPERT_LOSS)
+                            expert_loss=EXPERT_LOSS, estimator=estimator)
              for pset in sets]
     decomposition = Decomposition.concat(parts)
     if reference not in decomposition.methods:
@@ -99,6 +105,7 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
         recipes={m: recipes.get(m, m) for m in decomposition.methods},
         experts=decomposition.experts,
         method_options={m: options[m] for m in decomposition.methods if m in options},
+        leave_one_out=decomposition.leave_one_out,
     )
 
 

@@ -86,7 +86,7 @@ def test_wider_level_gives_wider_intervals():
 def test_model_bootstrap_recomputes_terms():
     labels, logits, counts = random_set(n_samples=200, n_models=6, n_classes=5)
     kw = dict(train_counts=counts, loss="all", bootstrap=100, seed=1)
-    samples_only = bd.decompose(labels, logits=logits, **kw)
+    samples_only = bd.decompose(labels, logits=logits, estimator="plugin", **kw)
     with_models = bd.decompose(labels, logits=logits, bootstrap_models=True, **kw)
     again = bd.decompose(labels, logits=logits, bootstrap_models=True, chunk_size=9, n_jobs=2,
                          **kw)
@@ -103,7 +103,7 @@ def test_model_bootstrap_with_identical_models_changes_nothing():
     labels, logits, _ = random_set(n_samples=100, n_models=1, n_classes=5)
     same = np.repeat(logits, 4, axis=0)
     result = bd.decompose(labels, logits=same, loss="all", bootstrap=50, bootstrap_models=True)
-    plain = bd.decompose(labels, logits=same, loss="all", bootstrap=50)
+    plain = bd.decompose(labels, logits=same, loss="all", bootstrap=50, estimator="plugin")
     cols = [f"{c}_{e}" for c in VALUES for e in ("lo", "hi")]
     np.testing.assert_allclose(result.per_split[cols], plain.per_split[cols], atol=1e-6)
 

@@ -129,8 +129,9 @@ def test_both_identities_hold_to_float_precision(seed, shape, dtype):
 def test_identical_experts_have_no_diversity_and_are_the_single_model_decomposition():
     labels, logits, counts = random_set(seed=3, n_models=5, n_samples=240, n_classes=8)
     expert_logits = np.repeat(logits[:, None], 3, axis=1)
+    # the experts' decomposition is of these D models: the plug-in estimator's terms
     result = bd.decompose(labels, logits=logits, expert_logits=expert_logits, train_counts=counts,
-                          loss="all", bootstrap=30, seed=4)
+                          loss="all", bootstrap=30, seed=4, estimator="plugin")
     experts = result.experts
     assert set(experts.per_split["loss"]) == set(LOSSES)  # zero-one has no such decomposition
     assert (experts.per_sample["diversity"].abs() < 1e-12).all()
@@ -153,7 +154,7 @@ def test_one_member_is_the_existing_decomposition():
     labels, logits, _ = random_set(seed=5, n_models=3, n_samples=100, n_classes=5)
     terms = expert_terms(labels, logits[:, None])  # M = 1, allowed here
     for loss in LOSSES:
-        existing = bd.decompose(labels, logits=logits, loss=loss).per_sample
+        existing = bd.decompose(labels, logits=logits, loss=loss, estimator="plugin").per_sample
         assert np.all(np.abs(terms[loss]["diversity"]) < 1e-12)
         for col, main_col in MAIN.items():
             np.testing.assert_allclose(terms[loss][col], existing[main_col], atol=2e-6)

@@ -102,9 +102,14 @@ def test_empty_split_and_class_without_test_samples_are_nan_without_warnings():
     preds = np.array([[0, 1, 1, 1], [0, 0, 1, 2]])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = bd.decompose(labels, preds=preds, loss="zero-one", train_counts=[500, 300, 30])
+        result = bd.decompose(labels, preds=preds, loss="zero-one", train_counts=[500, 300, 30],
+                              estimator="plugin")
         with_intervals = bd.decompose(labels, preds=preds, loss="all", bootstrap=20,
-                                      train_counts=[500, 300, 30])
+                                      train_counts=[500, 300, 30], estimator="plugin")
+        population = bd.decompose(labels, preds=np.vstack([preds, preds[:1]]), loss="all",
+                                  bootstrap=20, train_counts=[500, 300, 30])
+    assert population.settings["model"]["estimator"] == "population"
+    assert population.per_split.query("split == 'few'")[["bias", "bias_lo"]].isna().all().all()
     few = with_intervals.per_split.query("split == 'few'")
     assert few[["bias", "bias_lo", "bias_hi"]].isna().all().all()
     split = result.per_split.set_index("split")

@@ -73,31 +73,41 @@ def make_tables(study, *, bootstrap: int = 1000, seed: int = 0) -> tuple[dict, d
 TABLE_TITLES = {
     "accuracy": "Accuracy (%): mean ± std over runs; MFLOPs with the factor vs the reference",
     "insights": "Key insights: many-shot (head) and few-shot (tail) vs the reference "
-                "(Comparable when the bootstrap interval of the difference covers 0; "
+                "(Comparable when the interval of the difference covers 0; "
                 "lower bias / variance is better)",
-    "claims": "The slides' claims on this study: holds / fails when every bootstrap interval "
+    "claims": "The slides' claims on this study: holds / fails when every interval "
               "lies on the claimed / the other side of 0 (docs/claims.md)",
 }
+
+
+def interval_words(study) -> str:
+    """What the study's intervals cover, for captions: the population estimator's (training
+    sets and test samples) or the plug-in one's (test samples)."""
+    if study.leave_one_out:
+        return ("intervals over training sets and test samples (population terms, "
+                "docs/bias_variance.md)")
+    return "bootstrap intervals over test samples (plug-in terms)"
 
 
 def report_page(study, made: dict, figure_notes: list[str], shown: dict, table_notes: list[str], *,
                 bootstrap: int, seed: int) -> str:
     """The self-contained HTML page of a study's tables and figures."""
     ref, loss = study.reference, study.loss
+    intervals = interval_words(study)
     sections = [
         Section("Tables", tables=[(TABLE_TITLES[name], frame) for name, frame in shown.items()],
                 notes=table_notes),
         Section("Accuracy vs the reference", figures=[(
             f"Per-class accuracy minus {ref}, classes sorted by training count; moving average "
-            f"with its bootstrap band", made["accuracy_difference"])]),
+            f"with its band ({intervals})", made["accuracy_difference"])]),
         Section(f"Bias ({loss} loss)", figures=[(
-            f"(a) per-class bias, (b) change vs {ref} per class, (c) per split with bootstrap "
-            f"intervals", made["bias"])]),
+            f"(a) per-class bias, (b) change vs {ref} per class, (c) per split with "
+            f"{intervals}", made["bias"])]),
         Section(f"Variance ({loss} loss)", figures=[(
             f"(a) per-class variance, (b) change vs {ref} per class, (c) per split with "
-            f"bootstrap intervals", made["variance"])]),
+            f"{intervals}", made["variance"])]),
         Section("Per split", figures=[("Accuracy, bias and variance per shot split with "
-                                       "bootstrap intervals", made["splits"])]),
+                                       f"{intervals}", made["splits"])]),
         Section("Expert assignment", notes=[n for n in figure_notes if n.startswith("expert usage")], figures=[
             ("Share of samples routed to 1..n experts per shot split", made["expert_usage"])]
             if "expert_usage" in made else []),

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
         "table", help="print and write a study's tables into DIR/tables/",
         description="The accuracy table (split accuracies from the decomposition of the "
                     "predictions, MFLOPs from DIR/metrics.csv), the key-insights table "
-                    "(verdicts from bootstrap intervals of the difference to the reference) and "
+                    "(verdicts from intervals of the difference to the reference) and "
                     "the slides' claims, each holds / fails / inconclusive (docs/claims.md); "
                     "--format latex writes booktabs tables for a paper.")
     _study_arguments(table)

@@ -142,10 +142,6 @@ class LongTailLoss(nn.Module):
     def reweighting(self) -> bool:
         return self.reweight == "cb" or (self.reweight == "drw" and self.epoch >= self.drw_epoch)
 
-    @property
-    def class_weights(self) -> torch.Tensor | None:
-        return self.cb_weights if self.reweighting else None
-
     def weights_for(self, logits: torch.Tensor) -> torch.Tensor | None:
         """The active class weights in the logits' dtype (None when off)."""
         return None if not self.reweighting else self.cb_weights.to(logits.dtype)

@@ -18,6 +18,7 @@ from bvkit.data.profiles import (
     MANY_SHOT,
     PROFILES,
     SPLITS,
+    add_split_options,
     empty_splits,
     long_tail_counts,
     shot_splits,
@@ -45,9 +46,7 @@ def register(subparsers) -> None:
     describe.add_argument("--imbalance", type=float, default=100.0, help="imbalance factor (default 100)")
     describe.add_argument("--profile", choices=PROFILES, default="exp")
     describe.add_argument("--n-max", type=int, default=None, help="head-class count (default: the benchmark's)")
-    describe.add_argument("--many", type=int, default=MANY_SHOT,
-                          help=f"many-shot: count > MANY (default {MANY_SHOT})")
-    describe.add_argument("--few", type=int, default=FEW_SHOT, help=f"few-shot: count < FEW (default {FEW_SHOT})")
+    add_split_options(describe)
     describe.add_argument("--list", dest="list_path", metavar="FILE",
                           help="describe the training list FILE ('relative/path label' per line)")
     describe.add_argument("--data-root", default=None, help="data root (default $BVKIT_DATA or the user cache)")

@@ -69,6 +69,15 @@ def shot_splits(train_counts, many: int = MANY_SHOT, few: int = FEW_SHOT) -> np.
     return splits
 
 
+def add_split_options(parser) -> None:
+    """``--many`` and ``--few``: the shot-split thresholds of :func:`shot_splits`, one wording
+    in every command that takes them."""
+    parser.add_argument("--many", type=int, default=MANY_SHOT,
+                        help=f"many-shot: classes with more than MANY training images (default {MANY_SHOT})")
+    parser.add_argument("--few", type=int, default=FEW_SHOT,
+                        help=f"few-shot: classes with fewer than FEW training images (default {FEW_SHOT})")
+
+
 def split_sizes(splits) -> dict[str, int]:
     """Number of classes in each shot split (zero for an empty split)."""
     splits = np.asarray(splits)

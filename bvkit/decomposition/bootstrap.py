@@ -69,11 +69,6 @@ class Resamples:
         return out
 
 
-def sample_counts(labels, n_boot: int, seed) -> np.ndarray:
-    """Multiplicities ``(B, N)`` of test samples in B class-stratified resamples."""
-    return Resamples.draw(labels, n_boot, seed).by_sample()
-
-
 def model_weights(n_models: int, n_boot: int, seed) -> np.ndarray:
     """Multiplicities ``(B, D)`` of the models in B resamples with replacement."""
     rng = np.random.default_rng(seed)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
+from bvkit.data.profiles import add_split_options
 from bvkit.decomposition.compare import compare
 from bvkit.decomposition.core import Decomposition, decompose_file
 from bvkit.decomposition.experts import EXPERT_COLUMNS
@@ -50,12 +50,7 @@ def register(subparsers) -> None:
     parser.add_argument("--out", type=Path, default=Path("decomposition"), metavar="DIR",
                         help="output directory (default: ./decomposition); CSV files, plus "
                              ".parquet copies when pyarrow is importable")
-    parser.add_argument("--many", type=int, default=MANY_SHOT,
-                        help=f"classes with more training images are many-shot "
-                             f"(default {MANY_SHOT})")
-    parser.add_argument("--few", type=int, default=FEW_SHOT,
-                        help=f"classes with fewer training images are few-shot "
-                             f"(default {FEW_SHOT})")
+    add_split_options(parser)
     parser.add_argument("--bootstrap", type=int, default=0, metavar="B",
                         help="bootstrap replicates of the test samples for the intervals "
                              "(default 0: none); with the population estimator combined with "

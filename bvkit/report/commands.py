@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
+from bvkit.data.profiles import add_split_options
 from bvkit.decomposition.population import ESTIMATORS
 from bvkit.decomposition.terms import LOSSES
 from bvkit.errors import BvkitError
@@ -65,10 +65,7 @@ def _study_arguments(parser: argparse.ArgumentParser) -> None:
                         help="population (finite-D corrected terms, intervals over training "
                              "sets and test samples), plugin (these D models' terms, intervals "
                              "over test samples), auto (default: population when D >= 3)")
-    parser.add_argument("--many", type=int, default=MANY_SHOT,
-                        help=f"many-shot: > this many images (default {MANY_SHOT})")
-    parser.add_argument("--few", type=int, default=FEW_SHOT,
-                        help=f"few-shot: < this many images (default {FEW_SHOT})")
+    add_split_options(parser)
 
 
 def _load(args):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from bvkit.study.backends import BACKENDS
-from bvkit.study.packs import PACK_MODES
+from bvkit.study.spec import PACK_MODES
 
 
 def register(subparsers) -> None:

@@ -30,8 +30,8 @@ def metric_row(task: "RunTask", study_dir: Path) -> dict:
         metrics = store.read_json(folder / "metrics.json")
         info = store.read_json(folder / "run.json") if (folder / "run.json").is_file() else {}
         row.update(accuracy_of(metrics))
-        row["mflops"] = _first(metrics, ("mflops",), ("flops", "mflops"), ("compute", "mflops"))
-        row["seconds"] = _first(metrics, ("seconds",), ("time", "seconds")) or info.get("seconds")
+        row["mflops"] = metrics.get("mflops")
+        row["seconds"] = metrics.get("seconds") or info.get("seconds")  # a run function may leave it out
         row["stage_one"] = info.get("stage_one")
         row.update({key: metrics.get(key) for key in ("train_accuracy", "epochs", "val_accuracy")})
         check = metrics.get("val_check") or {}
@@ -40,10 +40,11 @@ def metric_row(task: "RunTask", study_dir: Path) -> dict:
 
 
 def accuracy_of(metrics: dict) -> dict:
-    """all / many / medium / few accuracy from a metrics.json, wherever the trainer nested them."""
-    for table in (metrics.get("test"), metrics.get("accuracy"), metrics):
-        if isinstance(table, dict) and "all" in table and not isinstance(table["all"], dict):
-            return {key: table.get(key) for key in store.ACCURACY_KEYS}
+    """all / many / medium / few accuracy from a metrics.json's ``accuracy`` table (None each
+    where it has none)."""
+    table = metrics.get("accuracy")
+    if isinstance(table, dict) and "all" in table and not isinstance(table["all"], dict):
+        return {key: table.get(key) for key in store.ACCURACY_KEYS}
     return {key: None for key in store.ACCURACY_KEYS}
 
 
@@ -58,16 +59,6 @@ def usage_rows(task: "RunTask", metrics: dict) -> list[dict]:
             rows.append({"method": task.label, "subset": task.subset, "split": split, "n_experts": n,
                          "share": share})
     return rows
-
-
-def _first(metrics: dict, *paths):
-    for path in paths:
-        value = metrics
-        for key in path:
-            value = value.get(key) if isinstance(value, dict) else None
-        if value is not None and not isinstance(value, dict):
-            return value
-    return None
 
 
 def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, train_counts, labels,

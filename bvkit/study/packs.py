@@ -11,13 +11,11 @@ import json
 from typing import TYPE_CHECKING
 
 from bvkit.errors import BvkitError
+from bvkit.study.spec import PACK_MODES, StudySpec
 from bvkit.train.devices import gpu_count, wants_gpu
 
 if TYPE_CHECKING:
     from bvkit.study.planning import RunTask
-    from bvkit.study.spec import StudySpec
-
-PACK_MODES = ("auto", "always", "never")
 
 
 def check_packing(pack: str | None, pack_size: int | None) -> None:

@@ -65,7 +65,6 @@ from bvkit.data.profiles import PROFILES
 from bvkit.errors import BvkitError
 from bvkit.plugins import load_plugins
 from bvkit.methods import PRECISIONS, create_method, list_methods, named_overrides, parse_overrides
-from bvkit.study.packs import PACK_MODES
 from bvkit.train.devices import DEVICE_NAMES, check_device
 
 if sys.version_info >= (3, 11):
@@ -75,6 +74,7 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 RESAMPLING_SCHEMES = ("redraw", "bootstrap", "split", "subsample")
 SEED_SCHEMES = ("seeds", "none")
+PACK_MODES = ("auto", "always", "never")  # [train] pack and --pack (bvkit.study.packs)
 LABEL_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
@@ -266,7 +266,7 @@ def load_spec(path: str | Path) -> StudySpec:
     path = Path(path)
     if not path.is_file():
         raise BvkitError(f"{path}: no such study spec file")
-    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))
+    return parse_spec(_read_text(path), source=str(path))
 
 
 def parse_spec(text: str, source: str = "spec.toml") -> StudySpec:
@@ -285,7 +285,16 @@ def spec_of(study_dir: str | Path) -> StudySpec:
     path = Path(study_dir) / "spec.toml"
     if not path.is_file():
         raise BvkitError(f"{study_dir}: not a study directory (no spec.toml)")
-    return parse_spec(path.read_text(encoding="utf-8"), source=str(path))
+    return parse_spec(_read_text(path), source=str(path))
+
+
+def _read_text(path: Path) -> str:
+    """A spec file's text; TOML is UTF-8, anything else is a one-line error naming the file."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise BvkitError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                         f"save the spec as UTF-8") from None
 
 
 def preset_path(name: str) -> Path:

@@ -15,13 +15,13 @@ VALUES = ["accuracy", "error", "bias", "variance"]
 
 def test_sample_counts_are_stratified_and_seeded():
     labels = np.array([0, 0, 0, 1, 2, 2, 2, 2, 2])
-    counts = bs.sample_counts(labels, 200, seed=3)
+    counts = bs.Resamples.draw(labels, 200, seed=3).by_sample()
     assert counts.shape == (200, 9)
     for k in range(3):
         np.testing.assert_array_equal(counts[:, labels == k].sum(1), (labels == k).sum())
     np.testing.assert_array_equal(counts[:, 3], 1)  # a class of one sample is always itself
-    np.testing.assert_array_equal(counts, bs.sample_counts(labels, 200, seed=3))
-    assert not np.array_equal(counts, bs.sample_counts(labels, 200, seed=4))
+    np.testing.assert_array_equal(counts, bs.Resamples.draw(labels, 200, seed=3).by_sample())
+    assert not np.array_equal(counts, bs.Resamples.draw(labels, 200, seed=4).by_sample())
     assert counts[:, :3].std() > 0
 
 

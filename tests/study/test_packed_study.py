@@ -1,4 +1,4 @@
-"""The study runner packing runs (bvkit.train.packed): same run directories, same cache."""
+"""The study runner packing runs (bvkit.train.packing): same run directories, same cache."""
 
 import json
 

@@ -1,6 +1,7 @@
 
 import pytest
 
+from bvkit.cli import main
 from bvkit.errors import BvkitError
 from bvkit.pipeline import demo_spec_path
 from bvkit.study.spec import load_spec, parse_spec
@@ -104,6 +105,15 @@ def test_unknown_dataset_is_an_error():
 def test_missing_spec_file(tmp_path):
     with pytest.raises(BvkitError, match="no such study spec file"):
         load_spec(tmp_path / "nope.toml")
+
+
+def test_spec_file_not_in_utf8_is_a_one_line_error(tmp_path, capsys):
+    spec = tmp_path / "latin1.toml"
+    spec.write_bytes(("# Café au lait\n" + BASE).encode("latin-1"))
+    assert main(["study", "run", str(spec), "--out", str(tmp_path / "study")]) == 2
+    stderr = capsys.readouterr().err
+    assert stderr.startswith(f"bvkit: error: {spec}: not UTF-8 text") and stderr.count("\n") == 1, stderr
+    assert "Traceback" not in stderr and not (tmp_path / "study").exists()
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "experiments").glob("*.toml")), ids=lambda p: p.name)

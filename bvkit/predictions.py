@@ -12,12 +12,11 @@ This module writes them (the training run, the study and a user's own code all u
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from bvkit.atomic import atomic_write
 from bvkit.errors import BvkitError
 
 SCORE_KEYS = ("logits", "probs", "preds")
@@ -29,7 +28,7 @@ WEIGHT_SUM_TOLERANCE = 1e-4
 def save_predictions(path, labels, logits=None, probs=None, preds=None, train_counts=None,
                      class_names=None, expert_logits=None, expert_weights=None) -> Path:
     """Write a prediction set: an uncompressed ``.npz`` if ``path`` ends in ``.npz``, else a
-    directory of ``.npy`` files. Each file is written to a temporary name and renamed, so a
+    directory of ``.npy`` files. Each file is written atomically (``bvkit.atomic``), so a
     reader never sees a half-written file."""
     path = Path(path)
     given = {k: v for k, v in zip(SCORE_KEYS, (logits, probs, preds), strict=True) if v is not None}
@@ -82,16 +81,3 @@ def check_expert_weights(weights, expert_shape) -> np.ndarray:
         raise BvkitError(f"expert_weights of model {int(off.argmax())} sum to {rows[off.argmax()].sum():.6g}, "
                          f"not 1 (tolerance {WEIGHT_SUM_TOLERANCE:g})")
     return weights
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write ``path`` through ``write(file)`` to a temporary name and rename it: readers see the
-    old file or the new one, never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -9,6 +9,7 @@ together), so asking for more subsets extends a study without changing the earli
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import zipfile
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bvkit.atomic import write_if_changed
 from bvkit.errors import BvkitError
 from bvkit.registry import Registry
 
@@ -111,13 +113,22 @@ def sample_subsets(scheme: str, data, n_subsets: int, seed: int = 0, **kw) -> li
     return [s.astype(np.int64) for s in draw(data, int(n_subsets), int(seed), **kw)]
 
 
-def save_subsets(path: str | os.PathLike, subsets) -> None:
-    """Write subsets to an ``.npz`` file (``subset_0``, ``subset_1``, ...)."""
-    np.savez(path, **{f"subset_{d}": np.asarray(s, dtype=np.int64) for d, s in enumerate(subsets)})
+def save_subsets(path: str | os.PathLike, subsets) -> bool:
+    """Write subsets to an ``.npz`` file (``subset_0``, ``subset_1``, ...; ``.npz`` is appended
+    to a name without it, as ``np.savez`` does): the one writer of ``subsets.npz``, a study's
+    included. Atomic (``bvkit.atomic``), and only when the file does not already hold exactly
+    these bytes (a study's rerun leaves it untouched); returns whether it wrote."""
+    path = Path(path)
+    if not path.name.endswith(".npz"):
+        path = path.with_name(path.name + ".npz")
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"subset_{d}": np.asarray(s, dtype=np.int64) for d, s in enumerate(subsets)})
+    return write_if_changed(path, buffer.getvalue())
 
 
 def load_subsets(path: str | os.PathLike) -> list[np.ndarray]:
-    """Read subsets written by ``save_subsets``, in their original order."""
+    """Read subsets written by ``save_subsets``, in their original order, as int64 arrays: the
+    one reader of ``subsets.npz``, a study's included."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as archive:

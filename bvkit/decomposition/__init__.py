@@ -39,6 +39,7 @@ from bvkit.decomposition.population import (
     population_split_jackknife,
     population_terms,
 )
+from bvkit.decomposition.sets import decompose_sets
 from bvkit.decomposition.terms import (
     LOSSES,
     PROBS_EPSILON,
@@ -52,7 +53,7 @@ from bvkit.decomposition.terms import (
 __all__ = [
     "ESTIMATORS", "EXPERT_COLUMNS", "EXPERT_LOSSES", "Jackknife", "LOSSES", "PROBS_EPSILON", "PROBS_TOLERANCE", "Comparison",
     "Decomposition", "PredictionSet", "combined_interval", "compare", "cross_entropy_terms", "decompose",
-    "decompose_experts", "decompose_file", "difference_leave_one_out", "difference_replicates",
+    "decompose_experts", "decompose_file", "decompose_sets", "difference_leave_one_out", "difference_replicates",
     "expert_terms", "find_prediction_sets", "jackknife", "load_predictions", "main_prediction",
     "method_name", "paired_jackknife", "population_split_difference",
     "population_split_jackknife", "population_terms", "sample_terms", "save_predictions",

@@ -11,10 +11,10 @@ import pandas as pd
 
 from bvkit.data.profiles import add_split_options
 from bvkit.decomposition.compare import compare
-from bvkit.decomposition.core import Decomposition, decompose_file
 from bvkit.decomposition.experts import EXPERT_COLUMNS
 from bvkit.decomposition.io import find_prediction_sets
 from bvkit.decomposition.population import ESTIMATORS
+from bvkit.decomposition.sets import decompose_sets
 from bvkit.decomposition.terms import LOSSES
 from bvkit.errors import BvkitError
 
@@ -84,8 +84,7 @@ def run(args: argparse.Namespace) -> int:
     options = dict(loss=args.loss, many=args.many, few=args.few, bootstrap=args.bootstrap,
                    bootstrap_models=args.bootstrap_models, level=args.level, seed=args.seed,
                    chunk_size=args.chunk_size, n_jobs=args.jobs, estimator=args.estimator)
-    result = Decomposition.concat(
-        decompose_file(path, name=args.name, **options) for path in sets)
+    result = decompose_sets(sets, name=args.name, **options)
     comparison = None
     if args.reference:
         comparison = compare(result, args.reference, bootstrap=args.bootstrap, seed=args.seed,

@@ -14,7 +14,7 @@ from bvkit.decomposition import (
     LOSSES,
     Decomposition,
     compare,
-    decompose_file,
+    decompose_sets,
     find_prediction_sets,
     load_predictions,
 )
@@ -80,10 +80,8 @@ def study_frames(source, *, loss: str = "squared", reference: str = "ce", bootst
     if not isinstance(source, Study) and Path(source).is_dir() and (Path(source) / "spec.toml").is_file():
         source = load_study(source)
     directory, sets, metrics, usage, histories, recipes, options = _read(source)
-    parts = [decompose_file(pset, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few,
-                            expert_loss=EXPERT_LOSS, estimator=estimator)
-             for pset in sets]
-    decomposition = Decomposition.concat(parts)
+    decomposition = decompose_sets(sets, loss=loss, bootstrap=bootstrap, seed=seed, many=many, few=few,
+                                   expert_loss=EXPERT_LOSS, estimator=estimator)
     if reference not in decomposition.methods:
         raise BvkitError(f"reference method {reference!r} not in {directory} "
                          f"(methods: {', '.join(decomposition.methods)}); use --reference")

@@ -12,9 +12,10 @@ the other run is trained first if nobody has (under its own lock, so a backbone 
 trained twice), waited for if another process holds it. Each finished run keeps its
 checkpoint only when a later stage reuses its stage one, as those weights alone.
 
-The run function defaults to :func:`train_subset` (``bvkit.train.run.train`` on one subset). For
-tests, ``BVKIT_STUDY_RUNNER=module:function`` swaps in another function with the same signature
-(a fast fake trainer); ``BVKIT_STUDY_TRACEBACK=1`` prints a failed run's traceback.
+The run function (:func:`select_run_function`, the one place that picks it) defaults to
+:func:`train_subset` (``bvkit.train.run.train`` on one subset). For tests,
+``BVKIT_STUDY_RUNNER=module:function`` swaps in another function with the same signature (a
+fast fake trainer); ``BVKIT_STUDY_TRACEBACK=1`` prints a failed run's traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from bvkit.atomic import atomic_write_text, fsync_directory
 from bvkit.errors import BvkitError
 from bvkit.plugins import load_plugins
 from bvkit.study import store
@@ -97,7 +99,7 @@ def train_pack_subsets(method: str, dataset: str, outs: list, *, train_indices: 
     for result, keep in zip(results, keep_stage_one or [False] * len(results)):
         # the packed engine leaves train_accuracy None (bvkit.train.packing does not pass it yet)
         result.metrics["train_accuracy"] = final_train_accuracy(result.history, recipe)
-        store.atomic_write_text(Path(result.out) / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
+        atomic_write_text(Path(result.out) / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
         _keep_checkpoint(Path(result.out), keep)
         if tensorboard:
             from bvkit.train.tensorboard import EpochScalars
@@ -129,10 +131,19 @@ def _long_tailed(dataset, imbalance, profile, root, n_max):
                             **({"n_max": n_max} if n_max is not None else {}))
 
 
+def select_run_function(ref: str | Callable | None = None) -> str | Callable:
+    """The run function that trains a study's runs, as given or as a ``module:function``
+    reference: ``ref`` itself when given, else the testing hook ``BVKIT_STUDY_RUNNER``, else
+    :data:`DEFAULT_RUN_FUNCTION`. The one place that makes this choice (the runner, ``execute``
+    and :func:`resolve_run_function` all ask it)."""
+    return ref or os.environ.get(RUNNER_ENV) or DEFAULT_RUN_FUNCTION
+
+
 def resolve_run_function(ref: str | Callable | None = None) -> Callable:
+    """The function :func:`select_run_function` picks, imported where it is a reference."""
+    ref = select_run_function(ref)
     if callable(ref):
         return ref
-    ref = ref or os.environ.get(RUNNER_ENV) or DEFAULT_RUN_FUNCTION
     module_name, _, attr = ref.partition(":")
     if not attr:
         raise BvkitError(f"run function {ref!r} must be written module:function")
@@ -155,7 +166,7 @@ def execute(task: RunTask, train_indices: np.ndarray, study_dir: str, run_functi
     process a backbone that several runs reuse). A run reusing a stage one has that run
     executed first, the same way; the outcomes of both come back, the task's last.
     """
-    run_function = run_function or os.environ.get(RUNNER_ENV) or DEFAULT_RUN_FUNCTION
+    run_function = select_run_function(run_function)
     first: list[Outcome] = []
     if task.stage_one is not None and not store.is_done(Path(study_dir), task.run_id):
         first = execute(task.stage_one, train_indices, study_dir, run_function, dataset, blocking, not_before)
@@ -184,7 +195,7 @@ def _not_started(root: Path, task: RunTask, stage_one: Outcome, blocking: bool) 
     with store.file_lock(store.run_lock_path(root, task.run_id), blocking=blocking) as held:
         if not held:
             return Outcome(task.run_id, task.label, task.subset, "busy")
-        store.atomic_write_text(store.failed_path(root, task.run_id), line + "\n")
+        atomic_write_text(store.failed_path(root, task.run_id), line + "\n")
     return Outcome(task.run_id, task.label, task.subset, "failed", error=line)
 
 
@@ -259,7 +270,7 @@ def _train(root: Path, todo: list, dataset: str, run_function: str | Callable | 
             os.rename(tmp, store.run_dir(root, task.run_id))
             store.failed_path(root, task.run_id).unlink(missing_ok=True)
             outcomes.append(Outcome(task.run_id, task.label, task.subset, "ran", seconds))
-        _fsync_dir(root / store.RUNS)
+        fsync_directory(root / store.RUNS)
         return outcomes
     except Exception as err:  # a failed run is recorded and retried next time, the study goes on
         line = f"{type(err).__name__}: {err}".replace("\n", " ").strip()
@@ -271,7 +282,7 @@ def _train(root: Path, todo: list, dataset: str, run_function: str | Callable | 
             if store.is_done(root, task.run_id):  # published before a later member failed
                 outcomes.append(Outcome(task.run_id, task.label, task.subset, "ran"))
                 continue
-            store.atomic_write_text(store.failed_path(root, task.run_id), line + "\n")
+            atomic_write_text(store.failed_path(root, task.run_id), line + "\n")
             outcomes.append(Outcome(task.run_id, task.label, task.subset, "failed",
                                     time.perf_counter() - start, line))
         return outcomes
@@ -295,7 +306,7 @@ def _finish_run_dir(tmp: Path, task: RunTask, result: Any, seconds: float, stage
     if not (tmp / "metrics.json").is_file():
         if not isinstance(result, dict):
             raise BvkitError("the run function wrote no metrics.json and returned no metrics dict")
-        store.atomic_write_text(tmp / "metrics.json", json.dumps(result, indent=2, default=_jsonable))
+        atomic_write_text(tmp / "metrics.json", json.dumps(result, indent=2, default=_jsonable))
     info = {
         "run_id": task.run_id,
         "method": task.label,
@@ -307,7 +318,7 @@ def _finish_run_dir(tmp: Path, task: RunTask, result: Any, seconds: float, stage
         "host": socket.gethostname(),
         "settings": task.kwargs,
     }
-    store.atomic_write_text(tmp / "run.json", json.dumps(info, indent=2, default=_jsonable))
+    atomic_write_text(tmp / "run.json", json.dumps(info, indent=2, default=_jsonable))
 
 
 def _jsonable(value):
@@ -316,11 +327,3 @@ def _jsonable(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bvkit.atomic import atomic_write_text
 from bvkit.errors import BvkitError
 from bvkit.study import store
 from bvkit.study.spec import StudySpec
@@ -110,11 +111,11 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
             if stale.name not in wanted:
                 stale.unlink()
         frame = pd.DataFrame(rows, columns=list(store.METRIC_COLUMNS)).astype({"epochs": "Int64"})
-        store.atomic_write_text(study_dir / "metrics.csv", frame.to_csv(index=False))
+        atomic_write_text(study_dir / "metrics.csv", frame.to_csv(index=False))
         usage_path = study_dir / "expert_usage.csv"
         if usage:
             frame = pd.DataFrame(usage, columns=list(store.USAGE_COLUMNS))
-            store.atomic_write_text(usage_path, frame.to_csv(index=False))
+            atomic_write_text(usage_path, frame.to_csv(index=False))
         else:
             usage_path.unlink(missing_ok=True)
     return gathered

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from bvkit.data.subsets import load_subsets
 from bvkit.errors import BvkitError
 from bvkit.methods import Recipe, create_method
 from bvkit.plugins import plugin_digest
-from bvkit.study import store
 from bvkit.study.spec import StudySpec, spec_of
 from bvkit.train.devices import gpu_count, spread_device, wants_gpu
 
@@ -195,4 +195,4 @@ def planned_runs(study_dir: str | Path) -> tuple[StudySpec, list[RunTask]]:
     subsets_path = study_dir / "subsets.npz"
     if not subsets_path.is_file():
         raise BvkitError(f"{study_dir}: no subsets.npz (run `bvkit study run` first)")
-    return spec, plan_runs(spec, store.load_subsets(subsets_path))
+    return spec, plan_runs(spec, load_subsets(subsets_path))

@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bvkit.decomposition.core import Decomposition, decompose_file
+from bvkit.data.subsets import load_subsets
+from bvkit.decomposition.core import Decomposition
 from bvkit.decomposition.io import PredictionSet, is_prediction_set, load_predictions
+from bvkit.decomposition.sets import decompose_sets
 from bvkit.errors import BvkitError
 from bvkit.study import store
 from bvkit.study.spec import spec_of
@@ -134,7 +136,7 @@ class Study:
 
     @property
     def subsets(self) -> list[np.ndarray]:
-        return store.load_subsets(self.path / "subsets.npz")
+        return load_subsets(self.path / "subsets.npz")
 
     @property
     def prediction_sets(self) -> dict[str, PredictionSet]:
@@ -172,8 +174,7 @@ class Study:
         column)."""
         if not self.prediction_sets:
             raise BvkitError(f"{self.path}: no complete method to decompose yet")
-        return Decomposition.concat(decompose_file(pset, loss=loss, **kwargs)
-                                    for pset in self.prediction_sets.values())
+        return decompose_sets(self.prediction_sets.values(), loss=loss, **kwargs)
 
     def decompose_along_training(self, loss: str = "squared", **kwargs) -> "pd.DataFrame":
         """The decomposition of every snapshot epoch of each method that has them (``snapshots``),

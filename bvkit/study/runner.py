@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from bvkit.atomic import write_if_changed
+from bvkit.data.subsets import save_subsets
 from bvkit.errors import BvkitError
 from bvkit.plugins import load_plugin
 from bvkit.study import store
@@ -29,6 +31,7 @@ from bvkit.study.execution import (
     execute_chain,
     execute_pack,
     resolve_run_function,
+    select_run_function,
 )
 from bvkit.study.packs import check_packing, group_packs
 from bvkit.study.planning import RunTask, assign_devices, make_subsets, plan_runs, planned_runs, unique_runs
@@ -42,9 +45,9 @@ def prepare(spec: StudySpec, study_dir: Path) -> tuple[Any, list[np.ndarray], li
     with store.study_lock(study_dir):
         (study_dir / store.RUNS).mkdir(exist_ok=True)
         store.clean_leftovers(study_dir)
-        store.write_if_changed(study_dir / "spec.toml", spec.text.encode("utf-8"))
+        write_if_changed(study_dir / "spec.toml", spec.text.encode("utf-8"))
         _copy_plugins(spec, study_dir)
-        store.save_subsets(study_dir / "subsets.npz", subsets)
+        save_subsets(study_dir / "subsets.npz", subsets)
     return data, subsets, plan_runs(spec, subsets)
 
 
@@ -59,7 +62,7 @@ def _copy_plugins(spec: StudySpec, study_dir: Path) -> None:
             shutil.copytree(source.parent, study_dir / source.parent.name, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__"))
         elif source.parent != study_dir.resolve():
-            store.write_if_changed(study_dir / f"{name.rpartition('.')[2]}.py", source.read_bytes())
+            write_if_changed(study_dir / f"{name.rpartition('.')[2]}.py", source.read_bytes())
 
 
 def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, backend: str = "loky",
@@ -81,8 +84,7 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, b
     log = log or (lambda message: None)
     if run_function is None and os.environ.get(RUNNER_ENV):
         log(f"using run function {os.environ[RUNNER_ENV]} from {RUNNER_ENV} (a testing hook)")
-    if run_function is None:  # resolved here: remote workers may not share this environment
-        run_function = os.environ.get(RUNNER_ENV) or DEFAULT_RUN_FUNCTION
+    run_function = select_run_function(run_function)  # chosen here: remote workers may not share this environment
     if isinstance(run_function, str):
         resolve_run_function(run_function)  # fail early on a bad reference
     started = time.time()

@@ -1,4 +1,5 @@
-"""The study directory on disk: atomic writes, file locks, run states and the gathered outputs.
+"""The study directory on disk: file locks, run states and the gathered outputs (written
+atomically, ``bvkit.atomic``; subsets.npz by ``bvkit.data.subsets.save_subsets``).
 
 ```
 DIR/spec.toml                 the spec, as given
@@ -22,58 +23,21 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
 import os
 import shutil
-import socket
-import uuid
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-
+from bvkit.atomic import TMP_MARK, temp_name  # noqa: F401  (temp_name: a run's temporary directory too)
 from bvkit.data.profiles import ALL, SPLITS
 
-TMP_MARK = ".tmp-"
 RUNS = "runs"
 PREDICTIONS = "predictions"
 ACCURACY_KEYS = (ALL, *SPLITS)  # metrics.csv's accuracy columns, in their order
 METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", *ACCURACY_KEYS, "mflops", "seconds", "error",
                   "stage_one", "train_accuracy", "epochs", "val_accuracy", "check_accuracy", "val_check_z")
 USAGE_COLUMNS = ("method", "subset", "split", "n_experts", "share")
-
-
-def temp_name(path: Path) -> Path:
-    """A sibling name no other writer uses (host + pid + random), recognisable as a leftover."""
-    tag = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return path.with_name(f"{path.name}{TMP_MARK}{tag}")
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_if_changed(path: Path, data: bytes) -> bool:
-    if path.is_file() and path.read_bytes() == data:
-        return False
-    atomic_write_bytes(path, data)
-    return True
 
 
 @contextlib.contextmanager
@@ -153,6 +117,10 @@ def clean_run_leftovers(study_dir: Path, run_id: str) -> Path | None:
     for leftover in leftovers:
         if leftover != keep:
             shutil.rmtree(leftover, ignore_errors=True)
+    if keep is not None:  # the temporary file of an atomic write the interruption cut short
+        for stale in keep.rglob(f"*{TMP_MARK}*"):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
     return keep
 
 
@@ -177,7 +145,7 @@ def clean_leftovers(study_dir: Path) -> list[Path]:
                     removed.append(tmp)
     for folder in (study_dir, study_dir / PREDICTIONS):
         if folder.is_dir():
-            # ours (name.tmp-host-pid-rand) and bvkit.decomposition.io.save_predictions' (.name.XXXX.tmp)
+            # bvkit.atomic's (name.tmp-host-pid-rand) and older versions' prediction writer's (.name.XXXX.tmp)
             for tmp in [*folder.glob(f"*{TMP_MARK}*"), *folder.glob(".*.tmp")]:
                 if tmp.is_file():
                     tmp.unlink(missing_ok=True)
@@ -188,15 +156,3 @@ def clean_leftovers(study_dir: Path) -> list[Path]:
 def read_json(path: Path) -> dict:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
-
-
-def save_subsets(path: Path, subsets: list[np.ndarray]) -> bool:
-    buffer = io.BytesIO()
-    np.savez(buffer, **{f"subset_{d}": np.asarray(s, dtype=np.int64) for d, s in enumerate(subsets)})
-    return write_if_changed(path, buffer.getvalue())
-
-
-def load_subsets(path: Path) -> list[np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        keys = sorted((k for k in archive.files if k.startswith("subset_")), key=lambda k: int(k.split("_")[1]))
-        return [archive[k] for k in keys]

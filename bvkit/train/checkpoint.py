@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bvkit.atomic import atomic_write
 from bvkit.errors import BvkitError
 
 FORMAT = "bvkit-checkpoint-1"
@@ -42,26 +42,16 @@ def restore_rng(payload: dict, device: torch.device) -> None:
 
 
 def save_checkpoint(path: str | os.PathLike, **content) -> Path:
-    """Write ``content`` (plus the format tag) to ``path`` via a temp file and ``os.replace``.
-
-    A kill during the write leaves the previous checkpoint intact, never a truncated one.
+    """Write ``content`` (plus the format tag) to ``path`` atomically and durably
+    (``bvkit.atomic``): a kill during the write leaves the previous checkpoint intact, never a
+    truncated one, and a checkpoint once written survives a power cut (a run resumes from it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, **content}
     if "recipe" in payload and not isinstance(payload["recipe"], str):
         payload["recipe"] = json.dumps(payload["recipe"], sort_keys=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda handle: torch.save(payload, handle))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

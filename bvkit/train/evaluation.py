@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from bvkit.atomic import atomic_write
 from bvkit.data.profiles import ALL, SPLITS, shot_splits, split_means, split_sizes
 from bvkit.models import count_flops
-from bvkit.predictions import atomic_write
 from bvkit.train import ddp
 from bvkit.train.data import Tensors
 from bvkit.train.loop import module_of, predict

@@ -5,11 +5,12 @@ shows it for the runs in flight)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm  # not tqdm.auto: in a notebook without ipywidgets it warns even when disabled
+
+from bvkit.atomic import atomic_write_text
 
 PROGRESS_FILE = "progress.json"
 
@@ -23,10 +24,10 @@ def progress_bar(total: int, description: str, enabled: bool | None = None):
 
 def write_progress(out: Path, record: dict, epochs: int) -> None:
     """``out/progress.json``: the stage, ``epoch`` of ``epochs`` and that epoch's record, replaced
-    atomically after every epoch; the run's final outputs remove it (``clear_progress``)."""
-    tmp = out / f"{PROGRESS_FILE}.tmp"
-    tmp.write_text(json.dumps({**record, "epochs": int(epochs)}) + "\n")
-    os.replace(tmp, out / PROGRESS_FILE)
+    atomically after every epoch; the run's final outputs remove it (``clear_progress``). Not
+    fsynced (``durable=False``): it is rewritten every epoch and only shown by ``bvkit study
+    status``; a power cut costing it loses nothing a resumed run needs (its checkpoint is durable)."""
+    atomic_write_text(Path(out) / PROGRESS_FILE, json.dumps({**record, "epochs": int(epochs)}) + "\n", durable=False)
 
 
 def read_progress(out: Path) -> dict | None:

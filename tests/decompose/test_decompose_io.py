@@ -150,3 +150,22 @@ def test_stored_member_layout_is_what_we_map(tmp_path):
     path = bd.save_predictions(tmp_path / "x.npz", labels, logits=logits)
     with zipfile.ZipFile(path) as zf:
         assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+
+
+def test_decompose_sets_stacks_each_set_decomposed_alone(tmp_path):
+    paths = []
+    for seed, name in ((0, "ce"), (1, "ride")):
+        labels, logits, counts = random_set(seed=seed, n_samples=120)
+        paths.append(bd.save_predictions(tmp_path / f"{name}.npz", labels, logits=logits, train_counts=counts))
+    options = dict(loss="all", bootstrap=20, seed=3, many=150, few=50, estimator="population")
+    stacked = bd.decompose_sets([paths[0], bd.load_predictions(paths[1])], **options)
+    assert stacked.methods == ["ce", "ride"]
+    for path, method in zip(paths, ("ce", "ride")):
+        alone = bd.decompose_file(path, **options)
+        for attr in ("per_sample", "per_class", "per_split", "per_model"):
+            part = getattr(stacked, attr)
+            pd.testing.assert_frame_equal(part[part["method"] == method].reset_index(drop=True),
+                                          getattr(alone, attr))
+    assert bd.decompose_sets(paths[:1], name="CE", loss="squared").methods == ["CE"]
+    with pytest.raises(BvkitError, match="no decompositions"):
+        bd.decompose_sets([])

@@ -5,9 +5,10 @@ import pandas as pd
 import pytest
 
 import fake_runner
+from bvkit.data.subsets import load_subsets
 from bvkit.errors import BvkitError
 from bvkit.study import load_spec, load_study, plan_runs, run_study
-from bvkit.study import backends, planning, store
+from bvkit.study import backends, execution, planning, store
 from bvkit.study.status import status_table
 from bvkit.study.spec import parse_spec
 
@@ -37,7 +38,7 @@ def test_study_outputs_follow_the_layout(spec_file, tmp_path, counting):
     counts = run_study(spec_file, out, run_function=counting, log=quiet)
     assert counts == {"cached": 0, "ran": 6, "failed": 0}
     assert (out / "spec.toml").read_text() == spec_file.read_text()
-    subsets = store.load_subsets(out / "subsets.npz")
+    subsets = load_subsets(out / "subsets.npz")
     assert len(subsets) == 3 and all(s.dtype == np.int64 for s in subsets)
     # run d trains on subset d with model seed d
     for method, seed, indices in counting.calls:
@@ -146,6 +147,26 @@ def test_leftovers_are_cleaned_and_stale_outputs_dropped(spec_file, tmp_path, co
     assert not leftover.exists() and not half_written.exists() and not their_half_written.exists()
     assert sorted(p.name for p in (out / "predictions").iterdir()) == ["CE.npz", "RIDE-2.npz"]
     assert len(counting.calls) == 6
+
+
+def test_a_resumed_run_directory_keeps_no_half_written_file(tmp_path):
+    (tmp_path / "runs").mkdir()
+    cut = store.temp_name(store.run_dir(tmp_path, "ce-1"))
+    cut.mkdir()
+    (cut / "checkpoint.pt").write_bytes(b"epoch 3")
+    half = store.temp_name(cut / "checkpoint.pt")  # the atomic write of epoch 4, cut short
+    half.write_bytes(b"half")
+    assert store.clean_run_leftovers(tmp_path, "ce-1") == cut
+    assert (cut / "checkpoint.pt").read_bytes() == b"epoch 3" and not half.exists()
+
+
+def test_the_run_function_is_chosen_in_one_place(monkeypatch):
+    monkeypatch.delenv(execution.RUNNER_ENV, raising=False)
+    assert execution.select_run_function() == execution.DEFAULT_RUN_FUNCTION
+    monkeypatch.setenv(execution.RUNNER_ENV, "fake_runner:train")
+    assert execution.select_run_function() == "fake_runner:train"
+    assert execution.resolve_run_function() is fake_runner.train
+    assert execution.select_run_function(quiet) is quiet and execution.resolve_run_function(quiet) is quiet
 
 
 def test_leftovers_of_a_live_run_are_kept(tmp_path):

@@ -105,6 +105,15 @@ def _extra(loss):
     return ("c2",) if loss == "zero-one" else ()
 
 
+def _read_block(reader, start, stop, kind, n_classes):
+    """One chunk: hard predictions as they are (checked to lie in 0..C-1), scores in float32."""
+    if kind == "preds":
+        block = reader.copy(start, stop)
+        _check_pred_range(block, n_classes)
+        return block
+    return reader.float32(start, stop)
+
+
 def _check_pred_range(block, n_classes):
     low, high = block.min(), block.max()
     if low < 0 or high >= n_classes:
@@ -129,11 +138,9 @@ def replicate_class_sums(labels, scores, kind, n_classes, losses, model_weights,
 
     def one_chunk(start, stop):
         y = labels[start:stop]
+        block = _read_block(reader, start, stop, kind, n_classes)
         if kind == "preds":
-            block = reader.copy(start, stop)
-            _check_pred_range(block, n_classes)
             return start, stop, T.weighted_pred_terms(block, y, model_weights, losses)
-        block = reader.float32(start, stop)
         return start, stop, T.weighted_block_terms(block, y, model_weights, losses, kind, limit)
 
     with reader, _one_blas_thread():
@@ -171,11 +178,7 @@ def population_sample_terms(labels, scores, kind, n_classes, losses, chunk_size=
 
     def one_chunk(start, stop):
         y = labels[start:stop]
-        if kind == "preds":
-            block = reader.copy(start, stop)
-            _check_pred_range(block, n_classes)
-        else:
-            block = reader.float32(start, stop)
+        block = _read_block(reader, start, stop, kind, n_classes)
         hits = None if correct is None else correct[:, start:stop]
         term_fn = T.subset_terms(block, y, losses, kind, limit, correct=hits)
         with np.errstate(invalid="ignore"):

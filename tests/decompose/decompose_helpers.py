@@ -68,3 +68,26 @@ def softmax(logits):
     z = z - z.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
+
+
+def lt_family(n_classes, per_class, seed=0):
+    """A simulated population of models with a known truth, for the population estimator's
+    tests: per-sample base logits (the label's margin falls from head to tail classes) and
+    ``draw(n, rng)``, n models = base + a per-model class offset (the training set) + per-model,
+    per-sample noise. Returns ``(labels, draw)``."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), per_class)
+    base = rng.standard_normal((labels.size, n_classes))
+    base[np.arange(labels.size), labels] += np.linspace(3.0, 0.5, n_classes)[labels]
+
+    def draw(n, rng):
+        offset = rng.standard_normal((n, 1, n_classes)) * 0.6
+        noise = rng.standard_normal((n, labels.size, n_classes)) * 0.7
+        return base + offset + noise
+
+    return labels, draw
+
+
+def log_softmax(z):
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))

@@ -10,6 +10,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 from bvkit.decomposition import population as P
+from decompose_helpers import log_softmax, lt_family
 from bvkit.decomposition.grouping import Groups
 from bvkit.errors import BvkitError
 
@@ -166,24 +167,7 @@ SMOOTH_LOSSES = ("squared", "cross-entropy")  # zero-one: measured in experiment
 
 
 def _family(seed=0):
-    """Per-sample base logits (margin falls with the class index: head to tail) and a draw of
-    models: logits = base + per-model class offset + per-model, per-sample noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(N_CLASSES), PER_CLASS)
-    base = rng.standard_normal((labels.size, N_CLASSES))
-    base[np.arange(labels.size), labels] += np.linspace(3.0, 0.5, N_CLASSES)[labels]
-
-    def draw(n, rng):
-        offset = rng.standard_normal((n, 1, N_CLASSES)) * 0.6
-        noise = rng.standard_normal((n, labels.size, N_CLASSES)) * 0.7
-        return base + offset + noise
-
-    return labels, draw
-
-
-def _log_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return lt_family(N_CLASSES, PER_CLASS, seed)
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +178,7 @@ def population():
     sum_p = sum_sq = sum_logp = 0.0
     n_draws = 20_000
     for _ in range(n_draws // 2000):
-        log_p = _log_softmax(draw(2000, rng))
+        log_p = log_softmax(draw(2000, rng))
         p = np.exp(log_p)
         sum_p = sum_p + p.sum(0)
         sum_sq = sum_sq + (p * p).sum(axis=(0, 2))

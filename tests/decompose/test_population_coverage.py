@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from bvkit.decomposition import population as P
+from decompose_helpers import log_softmax, lt_family
 from bvkit.decomposition.core import decompose
 
 N_CLASSES, PER_CLASS = 10, 10
@@ -26,24 +27,7 @@ TERMS = ("bias", "variance")
 
 
 def _family(seed=0):
-    """Per-sample base logits (label margin falling from head to tail classes) and a draw of D
-    models: base + per-model class offset (the training set) + per-model, per-sample noise."""
-    rng = np.random.default_rng(seed)
-    labels = np.repeat(np.arange(N_CLASSES), PER_CLASS)
-    base = rng.standard_normal((labels.size, N_CLASSES))
-    base[np.arange(labels.size), labels] += np.linspace(3.0, 0.5, N_CLASSES)[labels]
-
-    def draw(n, rng):
-        offset = rng.standard_normal((n, 1, N_CLASSES)) * 0.6
-        noise = rng.standard_normal((n, labels.size, N_CLASSES)) * 0.7
-        return base + offset + noise
-
-    return labels, draw
-
-
-def _log_softmax(z):
-    z = z - z.max(axis=-1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return lt_family(N_CLASSES, PER_CLASS, seed)
 
 
 def _truth(labels, draw):
@@ -53,7 +37,7 @@ def _truth(labels, draw):
     sum_p = sum_sq = sum_logp = 0.0
     chunk = 2000
     for _ in range(N_DRAWS // chunk):
-        log_p = _log_softmax(draw(chunk, rng))
+        log_p = log_softmax(draw(chunk, rng))
         p = np.exp(log_p)
         sum_p = sum_p + p.sum(0)
         sum_sq = sum_sq + (p * p).sum(axis=(0, 2))

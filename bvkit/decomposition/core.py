@@ -30,6 +30,8 @@ SPLIT_KEY = ["method", "loss", "split", "n_classes", "n_test"]
 #: Frame order of the value columns: the decomposition's, then the population estimator's
 #: plug-in twins.
 VALUE_ORDER = columns_of("zero-one") + tuple(P.plugin_column(c) for c in P.CORRECTED["zero-one"])
+EXPERT_ORDER = E.EXPERT_COLUMNS + tuple(P.plugin_column(c)
+                                        for c in E.EXPERT_CORRECTED[E.EXPERT_LOSSES[0]])
 
 
 @dataclass
@@ -233,7 +235,7 @@ def decompose(
                 labels, expert_logits, scores, routed=routed, train_counts=train_counts,
                 class_names=class_names, loss=names, many=many, few=few, bootstrap=bootstrap,
                 bootstrap_models=bootstrap_models, level=level, seed=seed, method=method,
-                chunk_size=chunk_size)
+                chunk_size=chunk_size, estimator=estimator)
         else:  # zero-one alone: the inputs are still checked
             E.check_expert_inputs(_as_array(expert_logits), labels, scores, routed, chunk_size)
         settings[method]["expert_loss"] = list(names)
@@ -300,6 +302,7 @@ def decompose_experts(
     seed: int = 0,
     method: str = "model",
     chunk_size: int | None = None,
+    estimator: str = "auto",
 ) -> Decomposition:
     """Bias-variance-diversity decomposition of a multi-expert model (Wood et al. 2023).
 
@@ -312,7 +315,11 @@ def decompose_experts(
     ``logits (D, N, C)``, the model's own output, is checked to be the experts' mean (see
     :func:`bvkit.decomposition.experts.check_expert_inputs` for ``routed``); the experts'
     full outputs are decomposed whatever a router uses. Returns a :class:`Decomposition` whose
-    frames hold the four columns (no ``per_model``). Definitions: ``docs/bias_variance.md``.
+    frames hold the four columns (no ``per_model``). ``estimator`` as :func:`decompose`: the
+    population estimator corrects ``average_bias`` and ``average_variance`` for finite D (the
+    plug-in ones beside them as ``*_plugin``; ``ensemble_loss`` and ``diversity`` are means
+    over models) and its intervals cover the training sets too. Definitions:
+    ``docs/bias_variance.md``.
     """
     losses = resolve_expert_losses(loss)
     _check_options(many, few, bootstrap, level, seed, chunk_size)
@@ -329,15 +336,20 @@ def decompose_experts(
     routed_found = E.check_expert_inputs(expert_logits, labels, logits, routed, chunk_size)
     # labels, counts and names against one expert's (D, N, C) logits (a view: nothing is read)
     inputs.check_inputs(labels, expert_logits[:, 0], "logits", train_counts, class_names)
+    estimator = P.resolve_estimator(estimator, n_models, bootstrap_models=bootstrap_models)
     groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
 
     size = chunk_size or E.default_chunk_size(expert_logits.shape)
-    values = {name: {col: np.empty(n_samples) for col in E.EXPERT_COLUMNS} for name in losses}
-    for start, stop in E.chunks(n_samples, size):
-        chunk = E.expert_terms(labels[start:stop], expert_logits[:, :, start:stop], losses)
-        for name, cols in chunk.items():
-            for col, terms in cols.items():
-                values[name][col][start:stop] = terms
+    if estimator == "population":
+        values, leave_one_out = _population_expert_terms(labels, expert_logits, losses, size)
+    else:
+        leave_one_out = {}
+        values = {name: {col: np.empty(n_samples) for col in E.EXPERT_COLUMNS} for name in losses}
+        for start, stop in E.chunks(n_samples, size):
+            chunk = E.expert_terms(labels[start:stop], expert_logits[:, :, start:stop], losses)
+            for name, cols in chunk.items():
+                for col, terms in cols.items():
+                    values[name][col][start:stop] = terms
     replicates = {}
     if bootstrap:
         resamples = bs.Resamples.draw(labels, bootstrap, seed)  # decompose's resamples
@@ -348,30 +360,66 @@ def decompose_experts(
             replicates = {name: {col: bs.sums_to_means(s, groups) for col, s in cols.items()}
                           for name, cols in sums.items()}
         else:
-            replicates = {name: {col: bs.class_replicates(v, groups, resamples)
-                                 for col, v in cols.items()} for name, cols in values.items()}
+            replicates = {name: {col: bs.class_replicates(values[name][col], groups, resamples)
+                                 for col in E.EXPERT_COLUMNS} for name in losses}
     samples, classes, splits = [], [], []
     for name in losses:
         cols = values[name]
         class_cols = {c: groups.class_means(v) for c, v in cols.items()}
         split_cols = {c: groups.split_means(v) for c, v in class_cols.items()}
         for c, reps in replicates.get(name, {}).items():
-            bs.add_intervals(class_cols, split_cols, c, reps, groups, level)
+            jack = groups.class_means(leave_one_out[name][c]) if leave_one_out else None
+            bs.add_intervals(class_cols, split_cols, c, reps, groups, level,
+                             estimate=class_cols[c], leave_one_out=jack)
         samples.append(pd.DataFrame({
             "method": method, "loss": name, "sample": np.arange(n_samples),
             "class": groups.labels, "split": groups.class_split[groups.labels], **cols}))
         classes.append(ordered_columns(class_frame(method, name, class_cols, groups), CLASS_KEY,
-                                       E.EXPERT_COLUMNS))
+                                       EXPERT_ORDER))
         splits.append(ordered_columns(split_frame(method, name, split_cols, groups), SPLIT_KEY,
-                                      E.EXPERT_COLUMNS))
+                                      EXPERT_ORDER))
     settings = {method: dict(
         loss=list(losses), many=many, few=few, bootstrap=bootstrap,
         bootstrap_models=bootstrap_models, level=level, seed=seed, n_models=n_models,
         n_experts=int(expert_logits.shape[1]), n_samples=n_samples, n_classes=n_classes,
-        routed=routed_found)}
+        routed=routed_found, estimator=estimator)}
     return Decomposition(pd.concat(samples, ignore_index=True),
                          pd.concat(classes, ignore_index=True),
-                         pd.concat(splits, ignore_index=True), settings)
+                         pd.concat(splits, ignore_index=True), settings,
+                         leave_one_out={(method, name): cols for name, cols in leave_one_out.items()})
+
+
+def _population_expert_terms(labels, expert_logits, losses, chunk_size):
+    """The experts' per-sample terms corrected for finite D (``population.jackknife_terms``):
+    every model subset the jackknife needs is one row of model weights of
+    :func:`bvkit.decomposition.experts.expert_terms` (weight D/|subset| on its models), all in
+    one call per chunk. Returns ``(values, leave_one_out)`` as ``passes.population_sample_terms``."""
+    n_models, n_samples = expert_logits.shape[0], expert_logits.shape[2]
+    every, without_one, without_two = P.leave_out_sets(n_models)
+    subsets = [every, *without_one, *without_two.values()]
+    row_of = {tuple(keep.tolist()): i for i, keep in enumerate(subsets)}
+    weights = np.zeros((len(subsets), n_models))
+    for i, keep in enumerate(subsets):
+        weights[i, keep] = n_models / keep.size
+    twins = {name: tuple(P.plugin_column(c) for c in E.EXPERT_CORRECTED[name]) for name in losses}
+    values = {name: {col: np.empty(n_samples) for col in E.EXPERT_COLUMNS + twins[name]}
+              for name in losses}
+    loo = {name: {col: np.empty((n_models, n_samples)) for col in E.EXPERT_COLUMNS}
+           for name in losses}
+    for start, stop in E.chunks(n_samples, max(1, chunk_size // len(subsets))):
+        terms = E.expert_terms(labels[start:stop], expert_logits[:, :, start:stop], losses,
+                               weights=weights)
+        result = P.jackknife_terms(
+            lambda keep: {name: {col: v[row_of[tuple(keep.tolist())]] for col, v in cols.items()}
+                          for name, cols in terms.items()},
+            n_models, corrected=E.EXPERT_CORRECTED)
+        for name, jack in result.items():
+            for col in E.EXPERT_COLUMNS:
+                values[name][col][start:stop] = jack.corrected[col]
+                loo[name][col][:, start:stop] = jack.corrected_loo[col]
+            for col in E.EXPERT_CORRECTED[name]:
+                values[name][P.plugin_column(col)][start:stop] = jack.plugin[col]
+    return values, loo
 
 
 def decompose_file(path, name=None, **kwargs) -> Decomposition:

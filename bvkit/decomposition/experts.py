@@ -27,6 +27,9 @@ from bvkit.errors import BvkitError
 
 EXPERT_LOSSES = ("squared", "cross-entropy")
 EXPERT_COLUMNS = ("ensemble_loss", "average_bias", "average_variance", "diversity")
+#: The columns the population estimator's finite-D correction changes; ``ensemble_loss`` and
+#: ``diversity`` are means over the D models of a per-model quantity, unbiased already.
+EXPERT_CORRECTED = {loss: ("average_bias", "average_variance") for loss in EXPERT_LOSSES}
 #: ``logits`` must equal the experts' mean within this much times (1 + the sample's largest
 #: |logit|): bf16 inference rounds RIDE's mean of 30-scaled cosine logits by up to 0.3 % of
 #: that, its router's running sum of 6 experts by up to 1.2 % (simulated); a file whose

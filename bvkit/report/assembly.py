@@ -114,7 +114,7 @@ def report_page(study, made: dict, figure_notes: list[str], shown: dict, table_n
         Section("Experts", notes=[n for n in figure_notes if n.startswith("experts:")], figures=[(
             "The experts' bias-variance-diversity decomposition (Wood et al. 2023) under "
             "cross-entropy, with RIDE's own combiner (the softmax of the experts' mean logits), "
-            "per shot split with bootstrap intervals; a routed method's rows are those of all "
+            f"per shot split with {intervals}; a routed method's rows are those of all "
             "its experts (docs/bias_variance.md)", made["experts"])]
             if "experts" in made else []),
         Section("Training curves", notes=[n for n in figure_notes if n.startswith("training")], figures=[(

@@ -235,8 +235,8 @@ class _Differences:
                       .to_numpy(float) for m in (method, versus)}
             reps = difference_replicates(self.experts, method, versus, metric,
                                          bootstrap=self.bootstrap, seed=self.seed, loss=loss)
-            # the experts' decomposition is plug-in: intervals over test samples only
-            self._cache[key] = (values[method] - values[versus], reps, None)
+            jack = difference_leave_one_out(self.experts, method, versus, metric, loss=loss)
+            self._cache[key] = (values[method] - values[versus], reps, jack)
         return self._cache[key]
 
     def test(self, t: Test) -> tuple[float, float, float, str]:

@@ -205,3 +205,37 @@ def test_subset_terms_equal_the_kernel_on_each_subset(kind):
             for col, values in cols.items():
                 np.testing.assert_allclose(mine[loss][col], values, atol=2e-6,
                                            err_msg=f"{keep} {loss} {col}")
+
+
+def test_experts_population_terms_keep_their_identity_and_match_the_model_for_identical_experts():
+    """The experts' decomposition under the population estimator: ensemble_loss = average_bias
+    + average_variance - diversity still holds; identical experts give the model's own
+    corrected bias and variance (and intervals); ensemble_loss and diversity are uncorrected."""
+    labels, logits, _ = random_set(seed=21, n_models=5, n_samples=150, n_classes=8)
+    rng = np.random.default_rng(21)
+    experts = logits[:, None] + rng.standard_normal((5, 3, 150, 8)) * 0.7
+    mean = experts.mean(axis=1)
+    result = bd.decompose(labels, logits=mean, expert_logits=experts, train_counts=COUNTS,
+                          loss="all", bootstrap=30)
+    plugin = bd.decompose(labels, logits=mean, expert_logits=experts, train_counts=COUNTS,
+                          loss="all", estimator="plugin")
+    mine, theirs = result.experts.per_split, plugin.experts.per_split
+    assert result.experts.settings["model"]["estimator"] == "population"
+    np.testing.assert_allclose(mine["ensemble_loss"], mine["average_bias"]
+                               + mine["average_variance"] - mine["diversity"], atol=1e-9)
+    for col in ("ensemble_loss", "diversity"):
+        np.testing.assert_allclose(mine[col], theirs[col], atol=1e-9)
+    for col in ("average_bias", "average_variance"):
+        np.testing.assert_allclose(mine[f"{col}_plugin"], theirs[col], atol=1e-9)
+    assert (mine["average_variance"] > theirs["average_variance"]).all()
+    # identical experts: the single model's population decomposition, intervals included
+    same = np.repeat(logits[:, None], 3, axis=1)
+    both = bd.decompose(labels, logits=logits, expert_logits=same, train_counts=COUNTS,
+                        loss="cross-entropy", bootstrap=30, seed=2)
+    model = both.per_split.set_index("split")
+    ex = both.experts.per_split.set_index("split")
+    for col, main in (("average_bias", "bias"), ("average_variance", "variance")):
+        for suffix in ("", "_lo", "_hi"):
+            np.testing.assert_allclose(ex[col + suffix], model[main + suffix], atol=5e-5,
+                                       equal_nan=True, err_msg=col + suffix)
+    assert set(result.experts.leave_one_out) == {("model", "squared"), ("model", "cross-entropy")}

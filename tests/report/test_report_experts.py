@@ -115,8 +115,10 @@ def test_decompose_command_reads_the_study(study_dir, tmp_path, monkeypatch, cap
     capsys.readouterr()
     per_split = pd.read_csv(out / "experts_per_split.csv")
     assert set(per_split["method"]) == {"ride", "ride-collab", "ride-nodiv"}
+    # D >= 3: the population estimator, its corrected terms and their plug-in twins
     assert list(per_split.columns) == ["method", "loss", "split", "n_classes", "n_test",
-                                       *EXPERT_COLUMNS]
+                                       *EXPERT_COLUMNS, "average_bias_plugin",
+                                       "average_variance_plugin"]
 
 
 def test_experts_figure_draws_the_study_frames(frames):

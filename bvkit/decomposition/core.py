@@ -185,7 +185,7 @@ def decompose(
     samples, classes, splits = [], [], []
     interval_cache = {}  # accuracy is the same under every loss: bootstrap it once
 
-    def interval_cols(name, col):
+    def interval_cols(name, col, estimate):
         key = col if col == "accuracy" else (name, col)
         if key not in interval_cache:
             reps = (bs.sums_to_means(replicate_sums[name][col], groups) if replicate_sums
@@ -193,7 +193,7 @@ def decompose(
             jack = (groups.class_means(leave_one_out[name][col]) if leave_one_out else None)
             interval_cache[key] = ({}, {})
             bs.add_intervals(*interval_cache[key], col, reps, groups, level,
-                             estimate=groups.class_means(values[name][col]), leave_one_out=jack)
+                             estimate=estimate, leave_one_out=jack)
         return interval_cache[key]
 
     for name in losses:
@@ -202,7 +202,7 @@ def decompose(
         class_cols = {c: groups.class_means(cols[c]) for c in value_cols}
         split_cols = {c: groups.split_means(v) for c, v in class_cols.items()}
         for c in columns_of(name) if bootstrap else ():
-            class_bounds, split_bounds = interval_cols(name, c)
+            class_bounds, split_bounds = interval_cols(name, c, class_cols[c])
             class_cols.update(class_bounds)
             split_cols.update(split_bounds)
         samples.append(sample_frame(method, name, cols, groups))

@@ -263,13 +263,6 @@ class Jackknife:
         """``sqrt((D - 1)/D sum_k (theta_k - mean theta)^2)``; NaN where a replicate is NaN."""
         return jackknife_se(self.replicates)
 
-    @property
-    def bias_corrected(self) -> np.ndarray:
-        """``D theta - (D - 1) mean_k theta_k``: the estimate less the jackknife's estimate of
-        its O(1/D) bias."""
-        d = self.n_models
-        return d * self.estimate - (d - 1) * self.replicates.mean(axis=0)
-
     def interval(self, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
         """``estimate -/+ t_{D-1, (1+level)/2} se`` (:func:`t_interval`)."""
         return t_interval(self.estimate, self.se, self.dof, level)

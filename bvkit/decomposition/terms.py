@@ -415,7 +415,8 @@ def subset_terms(block: np.ndarray, labels: np.ndarray, losses=LOSSES, kind: str
 
     def terms(keep):
         keep = np.asarray(keep)
-        out_ = [d for d in range(n_models) if d not in set(keep.tolist())]
+        kept = set(keep.tolist())
+        out_ = [d for d in range(n_models) if d not in kept]
         m = keep.size
         found = {}
         acc = accuracy(yhat[keep], labels)

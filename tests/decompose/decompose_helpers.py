@@ -91,3 +91,31 @@ def lt_family(n_classes, per_class, seed=0):
 def log_softmax(z):
     z = z - z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def population_truth(labels, draw, n_draws, seed=100, chunk=2000):
+    """The population's mean per-sample squared and cross-entropy bias and variance of the
+    family ``draw`` (:func:`lt_family`), from ``n_draws`` models: ``loss -> term -> float``
+    (equal test samples per class: the mean over samples is the mean of the class means)."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(labels.size)
+    sum_p = sum_sq = sum_logp = 0.0
+    for _ in range(n_draws // chunk):
+        log_p = log_softmax(draw(chunk, rng))
+        p = np.exp(log_p)
+        sum_p = sum_p + p.sum(0)
+        sum_sq = sum_sq + (p * p).sum(axis=(0, 2))
+        sum_logp = sum_logp + log_p.sum(0)
+    mean_p, mean_logp = sum_p / n_draws, sum_logp / n_draws
+    off = mean_p.copy()
+    off[rows, labels] -= 1
+    top = mean_logp.max(axis=1, keepdims=True)
+    ce_variance = -(top[:, 0] + np.log(np.exp(mean_logp - top).sum(axis=1)))
+    per_sample = {
+        "squared": {"bias": (off * off).sum(1),
+                    "variance": sum_sq / n_draws - (mean_p * mean_p).sum(1)},
+        "cross-entropy": {"bias": -mean_logp[rows, labels] - ce_variance,
+                          "variance": ce_variance},
+    }
+    return {loss: {t: float(v.mean()) for t, v in terms.items()}
+            for loss, terms in per_sample.items()}

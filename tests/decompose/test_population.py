@@ -7,10 +7,9 @@ import warnings
 import numpy as np
 import pytest
 from scipy import stats
-from scipy.special import logsumexp
 
 from bvkit.decomposition import population as P
-from decompose_helpers import log_softmax, lt_family
+from decompose_helpers import lt_family, population_truth
 from bvkit.decomposition.grouping import Groups
 from bvkit.errors import BvkitError
 
@@ -173,27 +172,7 @@ def _family(seed=0):
 @pytest.fixture(scope="module")
 def population():
     labels, draw = _family()
-    rng = np.random.default_rng(100)
-    rows = np.arange(labels.size)
-    sum_p = sum_sq = sum_logp = 0.0
-    n_draws = 20_000
-    for _ in range(n_draws // 2000):
-        log_p = log_softmax(draw(2000, rng))
-        p = np.exp(log_p)
-        sum_p = sum_p + p.sum(0)
-        sum_sq = sum_sq + (p * p).sum(axis=(0, 2))
-        sum_logp = sum_logp + log_p.sum(0)
-    mean_p, mean_logp = sum_p / n_draws, sum_logp / n_draws
-    off = mean_p.copy()
-    off[rows, labels] -= 1
-    ce_variance = -logsumexp(mean_logp, axis=1)
-    truth = {
-        "squared": {"bias": (off * off).sum(1), "variance": sum_sq / n_draws
-                    - (mean_p * mean_p).sum(1)},
-        "cross-entropy": {"bias": -mean_logp[rows, labels] - ce_variance,
-                          "variance": ce_variance},
-    }
-    return labels, draw, {loss: {k: v.mean() for k, v in t.items()} for loss, t in truth.items()}
+    return labels, draw, population_truth(labels, draw, 20_000)
 
 
 def test_corrected_terms_are_unbiased_and_plugin_variance_is_low(population):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bvkit.decomposition import population as P
-from decompose_helpers import log_softmax, lt_family
+from decompose_helpers import lt_family, population_truth
 from bvkit.decomposition.core import decompose
 
 N_CLASSES, PER_CLASS = 10, 10
@@ -32,30 +32,7 @@ def _family(seed=0):
 
 def _truth(labels, draw):
     """Population split (``all``: mean of the class means) bias and variance per loss."""
-    rng = np.random.default_rng(100)
-    rows = np.arange(labels.size)
-    sum_p = sum_sq = sum_logp = 0.0
-    chunk = 2000
-    for _ in range(N_DRAWS // chunk):
-        log_p = log_softmax(draw(chunk, rng))
-        p = np.exp(log_p)
-        sum_p = sum_p + p.sum(0)
-        sum_sq = sum_sq + (p * p).sum(axis=(0, 2))
-        sum_logp = sum_logp + log_p.sum(0)
-    mean_p, mean_logp = sum_p / N_DRAWS, sum_logp / N_DRAWS
-    off = mean_p.copy()
-    off[rows, labels] -= 1
-    top = mean_logp.max(axis=1, keepdims=True)
-    ce_variance = -(top[:, 0] + np.log(np.exp(mean_logp - top).sum(axis=1)))
-    per_sample = {
-        "squared": {"bias": (off * off).sum(1),
-                    "variance": sum_sq / N_DRAWS - (mean_p * mean_p).sum(1)},
-        "cross-entropy": {"bias": -mean_logp[rows, labels] - ce_variance,
-                          "variance": ce_variance},
-    }
-    # equal test samples per class: the mean of the class means is the mean over samples
-    return {loss: {t: float(v.mean()) for t, v in terms.items()}
-            for loss, terms in per_sample.items()}
+    return population_truth(labels, draw, N_DRAWS)
 
 
 @pytest.fixture(scope="module")

@@ -32,6 +32,7 @@ from bvkit.data.profiles import (
     empty_splits,
     long_tail_counts,
     shot_splits,
+    split_accuracy,
     split_sizes,
 )
 from bvkit.data.sources import (
@@ -106,6 +107,7 @@ __all__ = [
     "sample_subsets",
     "save_subsets",
     "shot_splits",
+    "split_accuracy",
     "split_sizes",
     "to_device",
 ]

@@ -55,14 +55,24 @@ def long_tail_counts(n_max: int, n_classes: int, imbalance: float, profile: str 
     return counts
 
 
+def check_thresholds(many, few) -> tuple[int, int]:
+    """The shot thresholds ``(many, few)``, checked once for every layer: whole numbers >= 0
+    with ``few <= many + 1`` (else a class could be both many- and few-shot)."""
+    for name, value in (("many", many), ("few", few)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise BvkitError(f"shot threshold {name} must be a whole number >= 0, got {value!r}")
+    if few > many + 1:
+        raise BvkitError(f"shot thresholds need few <= many + 1, got many={many}, few={few}")
+    return int(many), int(few)
+
+
 def shot_splits(train_counts, many: int = MANY_SHOT, few: int = FEW_SHOT) -> np.ndarray:
     """Shot split of each class from its training count: many ``n > many``,
     few ``n < few``, medium otherwise."""
     counts = np.asarray(train_counts)
     if counts.ndim != 1:
         raise BvkitError(f"train_counts must be one-dimensional, got shape {counts.shape}")
-    if few > many + 1:
-        raise BvkitError(f"shot thresholds need few <= many + 1, got many={many}, few={few}")
+    many, few = check_thresholds(many, few)
     splits = np.full(counts.shape, "medium", dtype="<U6")
     splits[counts > many] = "many"
     splits[counts < few] = "few"
@@ -76,6 +86,24 @@ def add_split_options(parser) -> None:
                         help=f"many-shot: classes with more than MANY training images (default {MANY_SHOT})")
     parser.add_argument("--few", type=int, default=FEW_SHOT,
                         help=f"few-shot: classes with fewer than FEW training images (default {FEW_SHOT})")
+
+
+def per_class_accuracy(predicted, labels, n_classes: int) -> np.ndarray:
+    """(C,) accuracy of each class on its test samples; NaN for a class with no test sample."""
+    predicted, labels = np.asarray(predicted), np.asarray(labels)
+    hits = np.bincount(labels, weights=(predicted == labels).astype(float), minlength=n_classes)
+    totals = np.bincount(labels, minlength=n_classes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
+
+
+def split_accuracy(predicted, labels, train_counts, many: int = MANY_SHOT,
+                   few: int = FEW_SHOT) -> dict[str, float | None]:
+    """``{"all", "many", "medium", "few"}`` -> mean per-class accuracy of the predicted labels,
+    the splits taken from ``train_counts`` at ``many`` / ``few`` (None for an empty split): the
+    one rule behind every per-split accuracy (metrics.json, metrics.csv, ``Study.accuracy``)."""
+    counts = np.asarray(train_counts)
+    return split_means(per_class_accuracy(predicted, labels, len(counts)), shot_splits(counts, many, few))
 
 
 def split_sizes(splits) -> dict[str, int]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bvkit.atomic import atomic_write_text
+from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
 from bvkit.errors import BvkitError
 from bvkit.study import store
 from bvkit.study.spec import StudySpec
@@ -42,11 +43,12 @@ def metric_row(task: "RunTask", study_dir: Path) -> dict:
 
 def accuracy_of(metrics: dict) -> dict:
     """all / many / medium / few accuracy from a metrics.json's ``accuracy`` table (None each
-    where it has none)."""
-    table = metrics.get("accuracy")
-    if isinstance(table, dict) and "all" in table and not isinstance(table["all"], dict):
-        return {key: table.get(key) for key in store.ACCURACY_KEYS}
-    return {key: None for key in store.ACCURACY_KEYS}
+    where it has none) and the shot thresholds it was split at (``split_thresholds``; runs
+    written before it was recorded were all split at the defaults)."""
+    table = metrics.get("accuracy") or {}
+    thresholds = metrics.get("split_thresholds") or {"many": MANY_SHOT, "few": FEW_SHOT}
+    return {**{key: table.get(key) for key in store.ACCURACY_KEYS},
+            "many_threshold": thresholds["many"], "few_threshold": thresholds["few"]}
 
 
 def usage_rows(task: "RunTask", metrics: dict) -> list[dict]:
@@ -110,7 +112,7 @@ def gather(study_dir: str | Path, spec: StudySpec, tasks: list["RunTask"], *, tr
         for stale in out.glob("*.npz"):
             if stale.name not in wanted:
                 stale.unlink()
-        frame = pd.DataFrame(rows, columns=list(store.METRIC_COLUMNS)).astype({"epochs": "Int64"})
+        frame = pd.DataFrame(rows, columns=list(store.METRIC_COLUMNS)).astype({"epochs": "Int64", **{c: "Int64" for c in store.THRESHOLD_COLUMNS}})
         atomic_write_text(study_dir / "metrics.csv", frame.to_csv(index=False))
         usage_path = study_dir / "expert_usage.csv"
         if usage:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from bvkit.data.profiles import FEW_SHOT, MANY_SHOT, check_thresholds, split_accuracy
 from bvkit.data.subsets import load_subsets
 from bvkit.decomposition.core import Decomposition
 from bvkit.decomposition.io import PredictionSet, is_prediction_set, load_predictions
@@ -162,10 +163,27 @@ class Study:
                        if value is not None}
                 for name, pset in self.prediction_sets.items()}
 
-    def accuracy(self) -> "pd.DataFrame":
-        """Mean and std over runs of all / many / medium / few accuracy, MFLOPs, per method."""
-        done = self.metrics[self.metrics["status"] == "done"]
+    def accuracy(self, many: int = MANY_SHOT, few: int = FEW_SHOT) -> "pd.DataFrame":
+        """Mean and std over runs of all / many / medium / few accuracy and MFLOPs, per method,
+        the shot splits at ``many`` / ``few`` training images: metrics.csv's columns where its
+        runs were split there, else each run's predictions split anew by the same rule
+        (:func:`bvkit.data.profiles.split_accuracy`), so the numbers agree with a report made
+        at those thresholds."""
+        import pandas as pd
+
+        many, few = check_thresholds(many, few)
+        done = self.metrics[self.metrics["status"] == "done"].copy()
+        stated = done.reindex(columns=list(store.THRESHOLD_COLUMNS)).fillna(
+            {"many_threshold": MANY_SHOT, "few_threshold": FEW_SHOT})
+        resplit = done.index[(stated["many_threshold"] != many) | (stated["few_threshold"] != few)]
+        if len(resplit):
+            counts = _long_tailed_counts(self.spec)
+            for index in resplit:
+                run = load_predictions(store.run_dir(self.path, done.at[index, "run_id"]) / "predictions.npz")
+                found = split_accuracy(_predicted(run), run.labels, counts, many, few)
+                done.loc[index, list(store.ACCURACY_KEYS)] = [found[key] for key in store.ACCURACY_KEYS]
         columns = [c for c in (*store.ACCURACY_KEYS, "mflops") if c in done]
+        done[columns] = done[columns].apply(pd.to_numeric, errors="coerce")
         table = done.groupby("method", sort=False)[columns].agg(["mean", "std"])
         return table.reindex([m for m in self.methods if m in table.index])
 
@@ -197,6 +215,14 @@ class Study:
                                  train_counts=train_counts, loss=loss, method=method, **kwargs).per_split
                 rows.append(part.assign(epoch=int(epoch)))
         return pd.concat(rows, ignore_index=True)
+
+
+def _predicted(run: PredictionSet) -> np.ndarray:
+    """The (N,) predicted labels of one run's prediction set (scores (N, C) or (1, N, C))."""
+    scores = np.asarray(run.scores)
+    if run.kind == "preds":
+        return scores.reshape(-1)
+    return scores.reshape(-1, scores.shape[-1]).argmax(-1)
 
 
 def _long_tailed_counts(spec) -> np.ndarray:

@@ -35,7 +35,9 @@ from bvkit.data.profiles import ALL, SPLITS
 RUNS = "runs"
 PREDICTIONS = "predictions"
 ACCURACY_KEYS = (ALL, *SPLITS)  # metrics.csv's accuracy columns, in their order
-METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", *ACCURACY_KEYS, "mflops", "seconds", "error",
+THRESHOLD_COLUMNS = ("many_threshold", "few_threshold")  # the shot thresholds the accuracy columns are split at
+METRIC_COLUMNS = ("method", "subset", "seed", "run_id", "status", *ACCURACY_KEYS, *THRESHOLD_COLUMNS, "mflops",
+                  "seconds", "error",
                   "stage_one", "train_accuracy", "epochs", "val_accuracy", "check_accuracy", "val_check_z")
 USAGE_COLUMNS = ("method", "subset", "split", "n_experts", "share")
 

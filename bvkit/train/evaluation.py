@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from bvkit.atomic import atomic_write
-from bvkit.data.profiles import ALL, SPLITS, shot_splits, split_means, split_sizes
+from bvkit.data.profiles import ALL, FEW_SHOT, MANY_SHOT, SPLITS, shot_splits, split_accuracy, split_sizes
 from bvkit.models import count_flops
 from bvkit.train import ddp
 from bvkit.train.data import Tensors
@@ -29,14 +29,14 @@ def evaluate_model(model, routed, data, out: Path | None = None) -> tuple[dict, 
     validation accuracy, the validation check (``validation_check``; with ``out``, its
     heldout.npz), MFLOPs and, for routed RIDE, expert usage per split."""
     counts = np.asarray(data.counts)
-    num_classes = len(counts)
     forward = routed.route if routed is not None else model
     outputs = data.predict(forward, "test")
     logits = outputs["logits"].numpy()
     labels = data.labels("test")
     splits = shot_splits(counts)
     metrics = {
-        "accuracy": split_means(per_class_accuracy(logits.argmax(1), labels, num_classes), splits),
+        "accuracy": split_accuracy(logits.argmax(1), labels, counts),
+        "split_thresholds": {"many": MANY_SHOT, "few": FEW_SHOT},
         "val_accuracy": validation_record(data, forward)["val_accuracy"],
         "val_check": validation_check(data, forward, out),
         "n_test": int(len(labels)),
@@ -222,8 +222,7 @@ def validation_record(data, forward) -> dict[str, float | None]:
     with _eval_mode(forward):
         outputs = data.predict(forward, "val")
     labels = data.labels("val")
-    by_class = per_class_accuracy(outputs["logits"].argmax(1).numpy(), labels, len(data.class_names))
-    means = split_means(by_class, shot_splits(np.asarray(data.counts)))
+    means = split_accuracy(outputs["logits"].argmax(1).numpy(), labels, data.counts)
     record["val_accuracy"] = means[ALL]
     record.update({f"val_{s}": means[s] for s in SPLITS})
     if "n_experts" in outputs:

@@ -5,20 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bvkit.data.profiles import ALL, SPLITS, split_means
-
-# a split's accuracy is the mean of its classes' accuracies (classes without test samples left out)
-split_accuracy = split_means
-
-
-def per_class_accuracy(preds: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C,) accuracy of each class on its test samples; NaN for a class with no test sample."""
-    preds = np.asarray(preds)
-    labels = np.asarray(labels)
-    hits = np.bincount(labels, weights=(preds == labels).astype(float), minlength=n_classes)
-    totals = np.bincount(labels, minlength=n_classes).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
+from bvkit.data.profiles import ALL, SPLITS, per_class_accuracy  # noqa: F401  (re-exported: the training code's accuracy helpers in one import)
 
 
 def mean_class_accuracy(preds: np.ndarray, labels: np.ndarray, n_classes: int) -> float:

@@ -56,6 +56,18 @@ def test_tiny_real_study_trains_gathers_and_caches(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.asarray(experts).mean(1), study.predictions["ride-2"]["logits"], rtol=1e-5, atol=1e-5)
     assert "expert_logits" not in study.predictions["ce"]
     assert metrics["val_check_z"].abs().lt(4).all() and metrics["check_accuracy"].between(0, 1).all()
+    # one truth for the shot splits: metrics.csv states the thresholds its accuracies were split at, and
+    # Study.accuracy agrees with the decomposition's per-model accuracy at those and at any others
+    assert (metrics["many_threshold"] == 100).all() and (metrics["few_threshold"] == 20).all()
+    for many, few in ((100, 20), (20, 8)):
+        per_model = study.decompose(loss="squared", many=many, few=few).per_model
+        expected = per_model.groupby(["method", "split"])["accuracy"].mean().unstack()
+        found = study.accuracy(many=many, few=few)
+        for split in ("all", "many", "medium", "few"):
+            np.testing.assert_allclose(found[(split, "mean")].to_numpy(float),
+                                       expected.loc[found.index, split].to_numpy(float), atol=1e-12)
+    assert study.accuracy(20, 8)[("many", "mean")].notna().all()  # some class has more than 20 images
+    assert study.accuracy()[("many", "mean")].isna().all()  # none has more than 100
     # the snapshots along training: one epoch here, the final model's, so its decomposition is the study's
     snapshots = study.snapshots
     assert set(snapshots) == {"ce", "ride-2"} and snapshots["ce"]["epochs"].tolist() == [1]

@@ -1,6 +1,13 @@
 """Plan a study: its training subsets, one task per (method, subset) run with a
 content-addressed id, the device each run trains on, and which runs share a stage one.
 
+Each run's recipe is resolved once (when the spec is read: ``MethodSpec.recipe``) and carried
+on its task; the run id is a digest of that resolved recipe, the data, the training indices and
+the seed (as joblib derives a cache key from the arguments), so a changed built-in default
+changes the id and never silently reuses an old run. Study directories made when ids were a
+digest of the spec's hand-listed settings (``legacy_run_id``) keep their runs: a planned run
+whose content id has no directory there takes its old id when that one has.
+
 Stage-one sharing: a run whose recipe has second stages (cRT, tau-norm, LWS, RIDE's routers)
 reuses the stage one of another run of the same subset and seed whose stage-one recipe (the
 recipe less its name, description and second stages, after overrides) is the same content:
@@ -21,19 +28,18 @@ import numpy as np
 
 from bvkit.data.subsets import load_subsets
 from bvkit.errors import BvkitError
-from bvkit.methods import Recipe, create_method
+from bvkit.methods import Recipe
 from bvkit.plugins import plugin_digest
-from bvkit.study.spec import StudySpec, spec_of
+from bvkit.study.spec import MethodSpec, StudySpec, spec_of
+from bvkit.study.store import RUNS, TMP_MARK
 from bvkit.train.devices import gpu_count, spread_device, wants_gpu
-
-# Bump when a change to the runner changes what a run computes (invalidates every cached run).
-RUN_FORMAT = 1
 
 
 @dataclass(frozen=True)
 class RunTask:
     """One (method, subset) run: everything a worker needs, picklable. ``overrides`` are the
     recipe overrides of the training call (``MethodSpec.overrides``), computed once;
+    ``recipe``: the run's recipe, resolved once from them (what it trains);
     ``data`` says which long-tailed set the subset indexes. ``stage_one``: the run whose
     stage one this run reuses (None: it trains its own); ``keeps_stage_one``: a later stage
     reuses this run's stage one, so its run directory keeps those weights."""
@@ -45,6 +51,7 @@ class RunTask:
     seed: int
     device: str = "auto"
     overrides: dict[str, Any] = field(default_factory=dict)
+    recipe: Recipe | None = None
     data: dict[str, Any] = field(default_factory=dict)
     stage_one: RunTask | None = None
     keeps_stage_one: bool = False
@@ -77,38 +84,61 @@ def digest_of(content: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def run_id_for(spec: StudySpec, method_config: dict, subset_digest: str, seed: int,
-               stage_one: str | None = None) -> str:
-    """sha256 of what defines the trained model: recipe settings, data, training indices, seed,
-    and for a two-stage recipe the digest of its stage-one recipe (``stage_one``)."""
+def run_id_for(spec: StudySpec, recipe: Recipe, subset_digest: str, seed: int) -> str:
+    """``<method>-<16 hex>``: a digest of what defines the trained model, nothing listed by
+    hand: the resolved recipe's content (its description aside; a two-stage recipe's stage one
+    is part of it), the long-tailed data, the training indices, the model seed, the bvkit
+    version and the plugins' source (device, packing and logging are not part of it)."""
     from bvkit import __version__
 
     content = {
-        "format": RUN_FORMAT,
         "bvkit": __version__,
-        "method": method_config,
-        "data": {"dataset": spec.data.dataset, "imbalance": spec.data.imbalance, "profile": spec.data.profile,
-                 "n_max": spec.data.n_max},
+        "recipe": {key: value for key, value in recipe.to_dict().items() if key != "description"},
+        "data": _data_content(spec),
         "train_indices": subset_digest,
         "seed": seed,
     }
-    if stage_one is not None:
-        content["stage_one"] = stage_one
     if spec.plugins:  # a plugin's source is part of what defines the model
         content["plugins"] = plugin_digest(spec.plugins, [spec.folder])
-    return f"{method_config['method']}-{digest_of(content)[:16]}"
+    return f"{recipe.name}-{digest_of(content)[:16]}"
 
 
-def plan_runs(spec: StudySpec, subsets: list[np.ndarray]) -> list[RunTask]:
+def _data_content(spec: StudySpec) -> dict:
+    return {"dataset": spec.data.dataset, "imbalance": spec.data.imbalance, "profile": spec.data.profile,
+            "n_max": spec.data.n_max, "seed": spec.data.seed}
+
+
+def legacy_run_id(spec: StudySpec, method: MethodSpec, subset_digest: str, seed: int) -> str:
+    """The id the run had before ids were derived from the resolved recipe (run format 1: a
+    digest of the spec's own settings, listed by hand, with the stage-one recipe's digest for a
+    two-stage method); recognised in the study directories made then, never made now."""
+    from bvkit import __version__
+
+    settings = {"method": method.method, "epochs": method.epochs, "batch_size": method.batch_size, "lr": method.lr,
+                "model_width": method.model_width, "options": method.options,
+                **({"precision": method.precision} if method.precision != "auto" else {})}
+    data = {key: value for key, value in _data_content(spec).items() if key != "seed"}
+    content = {"format": 1, "bvkit": __version__, "method": settings, "data": data,
+               "train_indices": subset_digest, "seed": seed}
+    if method.recipe.stages:
+        content["stage_one"] = digest_of(stage_one_recipe(method.recipe))
+    if spec.plugins:
+        content["plugins"] = plugin_digest(spec.plugins, [spec.folder])
+    return f"{method.method}-{digest_of(content)[:16]}"
+
+
+def plan_runs(spec: StudySpec, subsets: list[np.ndarray], study_dir: str | Path | None = None) -> list[RunTask]:
     """Every (method, subset) run in dispatch order: subset-major, so early runs cover every
-    method, and within a subset the runs that reuse a stage one after the others."""
+    method, and within a subset the runs that reuse a stage one after the others. With
+    ``study_dir``, a run that directory holds under its legacy id keeps that id."""
     if len(subsets) < spec.n_subsets:
         raise BvkitError(f"the study needs {spec.n_subsets} training subsets, found {len(subsets)}")
     digests = [indices_digest(s) for s in subsets]
     data = {"imbalance": spec.data.imbalance, "profile": spec.data.profile, "data_root": spec.data.root,
-            "n_max": spec.data.n_max}
-    recipes = {m.name: create_method(m.method, dataset=spec.data.dataset, **m.overrides) for m in spec.methods}
+            "n_max": spec.data.n_max, **({"data_seed": spec.data.seed} if spec.data.seed else {})}
+    recipes = {m.name: m.recipe for m in spec.methods}
     stage_ones = {name: digest_of(stage_one_recipe(recipe)) for name, recipe in recipes.items()}
+    held = _held_run_ids(study_dir)
     tasks = []
     for d in range(spec.n_subsets):
         row = []
@@ -116,13 +146,22 @@ def plan_runs(spec: StudySpec, subsets: list[np.ndarray]) -> list[RunTask]:
             if d >= len(method.seeds):
                 continue
             seed = method.seeds[d]
-            two_stage = bool(recipes[method.name].stages)
-            run_id = run_id_for(spec, method.config(), digests[d], seed,
-                                stage_ones[method.name] if two_stage else None)
-            row.append(RunTask(run_id, method.name, method.method, d, seed, method.device, method.overrides, data,
-                               plugins=spec.plugins, tensorboard=method.tensorboard))
+            run_id = run_id_for(spec, method.recipe, digests[d], seed)
+            if held and run_id not in held:
+                legacy = legacy_run_id(spec, method, digests[d], seed)
+                run_id = legacy if legacy in held else run_id
+            row.append(RunTask(run_id, method.name, method.method, d, seed, method.device, method.overrides,
+                               method.recipe, data, plugins=spec.plugins, tensorboard=method.tensorboard))
         tasks.extend(share_stage_ones(row, recipes, stage_ones))
     return tasks
+
+
+def _held_run_ids(study_dir: str | Path | None) -> set[str]:
+    """The run ids a study directory holds: finished runs and runs interrupted in flight."""
+    if study_dir is None or not (Path(study_dir) / RUNS).is_dir():
+        return set()
+    return {entry.name.split(TMP_MARK)[0] for entry in (Path(study_dir) / RUNS).iterdir()
+            if entry.is_dir()}
 
 
 def share_stage_ones(row: list[RunTask], recipes: dict[str, Recipe], stage_ones: dict[str, str]) -> list[RunTask]:
@@ -195,4 +234,4 @@ def planned_runs(study_dir: str | Path) -> tuple[StudySpec, list[RunTask]]:
     subsets_path = study_dir / "subsets.npz"
     if not subsets_path.is_file():
         raise BvkitError(f"{study_dir}: no subsets.npz (run `bvkit study run` first)")
-    return spec, plan_runs(spec, load_subsets(subsets_path))
+    return spec, plan_runs(spec, load_subsets(subsets_path), study_dir)

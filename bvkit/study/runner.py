@@ -48,7 +48,7 @@ def prepare(spec: StudySpec, study_dir: Path) -> tuple[Any, list[np.ndarray], li
         write_if_changed(study_dir / "spec.toml", spec.text.encode("utf-8"))
         _copy_plugins(spec, study_dir)
         save_subsets(study_dir / "subsets.npz", subsets)
-    return data, subsets, plan_runs(spec, subsets)
+    return data, subsets, plan_runs(spec, subsets, study_dir)
 
 
 def _copy_plugins(spec: StudySpec, study_dir: Path) -> None:

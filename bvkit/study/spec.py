@@ -55,7 +55,7 @@ import math
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from bvkit.data import list_datasets
 from bvkit.data.profiles import PROFILES
 from bvkit.errors import BvkitError
 from bvkit.plugins import load_plugins
-from bvkit.methods import PRECISIONS, create_method, list_methods, named_overrides, parse_overrides
+from bvkit.methods import PRECISIONS, Recipe, create_method, list_methods, named_overrides, parse_overrides
 from bvkit.train.devices import DEVICE_NAMES, check_device
 
 if sys.version_info >= (3, 11):
@@ -117,6 +117,7 @@ class MethodSpec:
     pack_size: int = 8
     precision: str = "auto"  # the recipe's precision; "auto" adds no override, so run ids made before it stay
     tensorboard: bool = False  # epoch scalars in each run's tensorboard/ (logging: not in the run id)
+    recipe: Recipe | None = field(default=None, compare=False)  # resolved once, when the spec is read
 
     @property
     def overrides(self) -> dict[str, Any]:
@@ -125,19 +126,6 @@ class MethodSpec:
         return {**self.options, **named_overrides(epochs=self.epochs, batch_size=self.batch_size,
                                                   lr=self.lr, model_width=self.model_width,
                                                   precision=None if self.precision == "auto" else self.precision)}
-
-    def config(self) -> dict:
-        """What defines the trained model (device and packing excluded: they change where and
-        how fast, not what); its hash is the run id."""
-        return {
-            "method": self.method,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "lr": self.lr,
-            "model_width": self.model_width,
-            "options": self.options,
-            **({"precision": self.precision} if self.precision != "auto" else {}),  # bf16 and fp32 differ
-        }
 
 
 @dataclass(frozen=True)
@@ -368,10 +356,9 @@ def _method(entry, index: int, defaults: dict, top_seeds: tuple, data: DataSpec,
         pack=settings.get("pack", "auto"), pack_size=settings.get("pack_size", 8),
         precision=settings.get("precision", "auto"), tensorboard=settings.get("tensorboard", False))
     try:
-        create_method(method.method, dataset=data.dataset, **method.overrides)
+        return replace(method, recipe=create_method(method.method, dataset=data.dataset, **method.overrides))
     except BvkitError as err:
         _fail(where, f"options: {err}")
-    return method
 
 
 def _seeds(seeds: tuple, settings: dict, subsets: SubsetSpec, where: str) -> tuple[int, ...]:

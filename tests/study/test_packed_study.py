@@ -39,7 +39,11 @@ options = { "crt.epochs" = 1 }
 def test_spec_reads_pack_settings_and_rejects_bad_ones():
     spec = parse_spec(SPEC)
     assert spec.method("ce").pack == "always" and spec.method("ce").pack_size == 2
-    assert "pack" not in spec.method("ce").config()  # packing never changes a run's id
+    from bvkit.study.planning import plan_runs
+
+    subsets = [np.arange(20)] * 2
+    never = parse_spec(SPEC.replace('pack = "always"', 'pack = "never"'))
+    assert [t.run_id for t in plan_runs(spec, subsets)] == [t.run_id for t in plan_runs(never, subsets)]  # packing never changes a run's id
     with pytest.raises(BvkitError, match="pack"):
         parse_spec(SPEC.replace('pack = "always"', 'pack = "sometimes"'))
 

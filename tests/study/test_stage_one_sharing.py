@@ -11,7 +11,7 @@ import pytest
 
 import fake_runner
 from bvkit.methods import get_method, register_method
-from bvkit.study import plan_runs, run_study, store
+from bvkit.study import plan_runs, planning, run_study, store
 from bvkit.study.spec import parse_spec
 
 SPEC = """\
@@ -107,7 +107,8 @@ def test_a_changed_stage_one_recipe_changes_the_run_id():
     # the same spec (same method config), but the registered crt recipe trains another stage one
     register_method(replace(original, weight_decay=1e-3), overwrite=True)
     try:
-        changed = by_label(plan_runs(spec, SUBSETS))
+        assert by_label(plan_runs(spec, SUBSETS)) == before  # a parsed spec holds its resolved recipes
+        changed = by_label(plan_runs(parse_spec(SPEC + methods("ce=ce", "crt=crt")), SUBSETS))
     finally:
         register_method(original, overwrite=True)
     assert changed["ce", 0].run_id == before["ce", 0].run_id
@@ -238,3 +239,32 @@ def test_two_workers_train_each_reusing_run_right_after_its_backbone(tmp_path, f
         assert before and (before[-1] == provider or
                            Path(next(c for c in calls if c["run_id"] == before[-1])["stage_one"] or "").parent.name
                            == provider)
+
+
+def test_a_changed_built_in_default_changes_the_run_id_and_old_directories_keep_theirs(tmp_path):
+    """Run ids are a digest of the resolved recipe: a default the spec never names (ce's weight
+    decay) changes them. A directory made when ids were a digest of the spec's own settings
+    keeps its runs under those ids, and only the ones it holds."""
+    from bvkit.study.planning import legacy_run_id
+
+    text = SPEC + methods("ce=ce", "crt=crt")
+    before = by_label(plan_runs(parse_spec(text), SUBSETS))
+    original = get_method("ce")
+    register_method(replace(original, weight_decay=1e-3), overwrite=True)
+    try:
+        changed = by_label(plan_runs(parse_spec(text), SUBSETS))
+    finally:
+        register_method(original, overwrite=True)
+    assert changed["ce", 0].run_id != before["ce", 0].run_id  # the spec is the same; the recipe is not
+    assert changed["crt", 0].run_id == before["crt", 0].run_id  # crt's own recipe is unchanged
+    spec = parse_spec(text)
+    digests = [planning.indices_digest(s) for s in SUBSETS]
+    old = {(m.name, d): legacy_run_id(spec, m, digests[d], m.seeds[d]) for m in spec.methods for d in range(2)}
+    assert set(old.values()).isdisjoint(t.run_id for t in before.values())
+    runs = tmp_path / "runs"
+    (runs / old["ce", 0]).mkdir(parents=True)  # finished under its old id
+    (runs / f"{old['crt', 1]}{store.TMP_MARK}vm-1-abc").mkdir()  # interrupted in flight under its old id
+    found = by_label(plan_runs(spec, SUBSETS, tmp_path))
+    assert found["ce", 0].run_id == old["ce", 0] and found["crt", 0].stage_one.run_id == old["ce", 0]
+    assert found["crt", 1].run_id == old["crt", 1]
+    assert found["ce", 1].run_id == before["ce", 1].run_id and found["crt", 0].run_id == before["crt", 0].run_id

@@ -84,9 +84,9 @@ def test_a_spec_takes_precision_and_refuses_a_bad_one():
     base = '[data]\ndataset = "synthetic-lt"\n[subsets]\ncount = 2\n'
     method = '[[methods]]\nname = "CE"\nmethod = "ce"\n'
     spec = parse_spec(base + '[train]\nprecision = "fp32"\n' + method)
-    assert spec.methods[0].overrides["precision"] == "fp32" and spec.methods[0].config()["precision"] == "fp32"
-    auto = parse_spec(base + method).methods[0]  # the default adds nothing: existing run ids stay
-    assert auto.precision == "auto" and "precision" not in auto.overrides and "precision" not in auto.config()
+    assert spec.methods[0].overrides["precision"] == "fp32" and spec.methods[0].recipe.precision == "fp32"
+    auto = parse_spec(base + method).methods[0]  # the default adds no override
+    assert auto.precision == "auto" and "precision" not in auto.overrides and auto.recipe.precision == "auto"
     with pytest.raises(BvkitError, match=r"\[train\] precision must be one of auto, bf16, fp32, got 'half'"):
         parse_spec(base + '[train]\nprecision = "half"\n' + method)
 

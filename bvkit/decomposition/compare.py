@@ -17,8 +17,8 @@ import pandas as pd
 
 from bvkit.data.profiles import ALL, SPLITS_WITH_ALL
 from bvkit.decomposition import bootstrap as bs
-from bvkit.decomposition.core import CLASS_KEY, SPLIT_KEY, Decomposition
 from bvkit.decomposition.grouping import Groups, class_frame, ordered_columns, split_frame
+from bvkit.decomposition.result import CLASS_KEY, SPLIT_KEY, Decomposition
 from bvkit.decomposition.terms import columns_of
 from bvkit.errors import BvkitError
 

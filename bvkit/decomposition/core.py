@@ -1,4 +1,6 @@
-"""``decompose``: prediction arrays -> per-sample, per-class, per-split and per-model frames."""
+"""``decompose``: prediction arrays -> per-sample, per-class, per-split and per-model frames
+(a :class:`~bvkit.decomposition.result.Decomposition`); ``decompose_experts``: the same for a
+multi-expert model's bias-variance-diversity decomposition."""
 
 from __future__ import annotations
 
@@ -21,12 +23,11 @@ from bvkit.decomposition.grouping import (
     split_frame,
 )
 from bvkit.decomposition.io import PredictionSet, load_predictions
+from bvkit.decomposition.result import CLASS_KEY, SPLIT_KEY, Decomposition
 from bvkit.decomposition.terms import columns_of
 from bvkit.errors import BvkitError
 from bvkit.predictions import check_expert_weights
 
-CLASS_KEY = ["method", "loss", "class", "class_name", "train_count", "split", "n_test"]
-SPLIT_KEY = ["method", "loss", "split", "n_classes", "n_test"]
 #: Frame order of the value columns: the decomposition's, then the population estimator's
 #: plug-in twins.
 VALUE_ORDER = columns_of("zero-one") + tuple(P.plugin_column(c) for c in P.CORRECTED["zero-one"])
@@ -34,85 +35,12 @@ EXPERT_ORDER = E.EXPERT_COLUMNS + tuple(P.plugin_column(c)
                                         for c in E.EXPERT_CORRECTED[E.EXPERT_LOSSES[0]])
 
 
-@dataclass
-class Decomposition:
-    """Tidy results of one or more methods' decompositions (``method`` column tells them apart).
-
-    ``per_sample``: one row per (method, loss, test sample); ``per_class``: per (method, loss,
-    class); ``per_split``: per (method, loss, split). ``settings``: method -> the arguments
-    and sizes it was decomposed with. ``per_model``: per (method, model, split), each model's
-    accuracy with the same classes and splits; their mean over models is ``per_split``'s.
-    ``experts``: the bias-variance-diversity decomposition of the methods given expert logits
-    (:func:`decompose_experts`), itself a Decomposition whose frames hold
-    ``ensemble_loss, average_bias, average_variance, diversity``; None when none was.
-    ``leave_one_out``: ``(method, loss) -> {column: (D, N)}``, for a method decomposed with the
-    population estimator, each per-sample term computed without training set k (row k): the
-    delete-one-subset jackknife that the intervals, :func:`~bvkit.decomposition.compare` and
-    the claims pair across methods by subset.
-    """
-
-    per_sample: pd.DataFrame
-    per_class: pd.DataFrame
-    per_split: pd.DataFrame
-    settings: dict = field(default_factory=dict)
-    per_model: pd.DataFrame = field(default_factory=pd.DataFrame)
-    experts: Decomposition | None = None
-    leave_one_out: dict = field(default_factory=dict)
-
-    @property
-    def methods(self) -> list[str]:
-        return list(dict.fromkeys(self.per_split["method"]))
-
-    @property
-    def losses(self) -> list[str]:
-        return list(dict.fromkeys(self.per_split["loss"]))
-
-    @classmethod
-    def concat(cls, parts) -> "Decomposition":
-        """Stack decompositions of different methods (on the same or different test sets)."""
-        parts = list(parts)
-        if not parts:
-            raise BvkitError("no decompositions to combine")
-        names = [m for p in parts for m in p.methods]
-        dupes = sorted({m for m in names if names.count(m) > 1})
-        if dupes:
-            raise BvkitError(f"method name used twice: {', '.join(dupes)} (use distinct names)")
-        frames = {attr: pd.concat([getattr(p, attr) for p in parts], ignore_index=True)
-                  for attr in ("per_sample", "per_class", "per_split", "per_model")}
-        experts = [p.experts for p in parts if p.experts is not None]
-        return cls(settings={m: s for p in parts for m, s in p.settings.items()},
-                   experts=cls.concat(experts) if experts else None,
-                   leave_one_out={k: v for p in parts for k, v in p.leave_one_out.items()},
-                   **frames)
-
-    def __repr__(self) -> str:
-        return (f"Decomposition(methods={self.methods}, losses={self.losses}, "
-                f"classes={self.per_class['class'].nunique()}, "
-                f"samples={self.per_sample['sample'].nunique()})")
-
-
 def decompose(
-    labels,
-    logits=None,
-    probs=None,
-    preds=None,
-    *,
-    train_counts=None,
-    class_names=None,
-    loss="squared",
-    many: int = MANY_SHOT,
-    few: int = FEW_SHOT,
-    bootstrap: int = 0,
-    bootstrap_models: bool = False,
-    level: float = 0.95,
-    seed: int = 0,
-    method: str = "model",
-    chunk_size: int | None = None,
-    n_jobs: int | None = None,
-    expert_logits=None,
-    routed: bool | None = None,
-    expert_loss=None,
-    expert_weights=None,
+    labels, logits=None, probs=None, preds=None, *,
+    train_counts=None, class_names=None, loss="squared", many: int = MANY_SHOT, few: int = FEW_SHOT,
+    bootstrap: int = 0, bootstrap_models: bool = False, level: float = 0.95, seed: int = 0,
+    method: str = "model", chunk_size: int | None = None, n_jobs: int | None = None,
+    expert_logits=None, routed: bool | None = None, expert_loss=None, expert_weights=None,
     estimator: str = "auto",
 ) -> Decomposition:
     """Bias-variance decomposition of D models' predictions on one test set.
@@ -153,6 +81,36 @@ def decompose(
     computed (it needs equal weights: ``experts`` stays None and ``settings[method]
     ["weighted_experts"]`` is True); equal weights are the plain mean, as without them.
     """
+    losses, kind, scores, labels = _resolve_scores(labels, logits, probs, preds, loss)
+    n_classes = inputs.check_inputs(labels, scores, kind, train_counts, class_names)
+    _check_options(many, few, bootstrap, level, seed, chunk_size)
+    estimator = P.resolve_estimator(estimator, scores.shape[0], bootstrap_models=bootstrap_models)
+    groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
+    correct = np.empty(scores.shape[:2], dtype=bool)
+    values, leave_one_out = _sample_terms(labels, scores, kind, n_classes, losses, estimator,
+                                          chunk_size, n_jobs, correct)
+    intervals = (_ScoreIntervals.draw(labels, scores, kind, n_classes, losses, values, leave_one_out,
+                                      groups, bootstrap, bootstrap_models, level, seed, chunk_size,
+                                      n_jobs) if bootstrap else None)
+    frames = _loss_frames(method, losses, values, leave_one_out, groups, intervals)
+    settings = {method: dict(
+        loss=list(losses), many=many, few=few, bootstrap=bootstrap,
+        bootstrap_models=bootstrap_models, level=level, seed=seed, kind=kind,
+        estimator=estimator,
+        n_models=int(scores.shape[0]), n_samples=int(labels.shape[0]), n_classes=n_classes)}
+    experts = _experts_beside(
+        labels, scores, kind, losses, settings[method], expert_logits, expert_weights, expert_loss,
+        routed, train_counts=train_counts, class_names=class_names, many=many, few=few,
+        bootstrap=bootstrap, bootstrap_models=bootstrap_models, level=level, seed=seed,
+        method=method, chunk_size=chunk_size, estimator=estimator)
+    return Decomposition(*frames, settings, model_frame(method, groups.class_means(correct), groups),
+                         experts, {(method, name): cols for name, cols in leave_one_out.items()})
+
+
+def _resolve_scores(labels, logits, probs, preds, loss):
+    """``(losses, kind, scores, labels)``: the losses asked for that the given kind of scores
+    supports (``"all"`` of hard predictions: squared and zero-one), the scores and labels as
+    arrays."""
     losses = inputs.resolve_losses(loss)
     kind, scores = inputs.pick_scores(logits, probs, preds)
     if loss == "all" and kind == "preds":  # "all" that hard predictions support
@@ -161,48 +119,72 @@ def decompose(
         raise BvkitError("cross-entropy needs scores (logits or probs), not hard preds")
     if not isinstance(scores, np.ndarray):
         scores = np.asarray(scores)
-    labels = np.asarray(labels)
-    n_classes = inputs.check_inputs(labels, scores, kind, train_counts, class_names)
-    _check_options(many, few, bootstrap, level, seed, chunk_size)
-    estimator = P.resolve_estimator(estimator, scores.shape[0], bootstrap_models=bootstrap_models)
-    groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
+    return losses, kind, scores, np.asarray(labels)
 
-    correct = np.empty(scores.shape[:2], dtype=bool)
-    leave_one_out = {}
+
+def _sample_terms(labels, scores, kind, n_classes, losses, estimator, chunk_size, n_jobs, correct):
+    """``(values, leave_one_out)``: the per-sample terms (population-corrected under the
+    population estimator, whose delete-one terms come beside them; else ``{}``); ``correct``
+    receives whether each model predicts each sample's label."""
     if estimator == "population":
-        values, leave_one_out = passes.population_sample_terms(
-            labels, scores, kind, n_classes, losses, chunk_size, n_jobs, correct=correct)
-    else:
-        values = passes.sample_terms(labels, scores, kind, n_classes, losses, chunk_size,
-                                     n_jobs, correct=correct)
-    resamples = bs.Resamples.draw(labels, bootstrap, seed) if bootstrap else None
-    replicate_sums = None
-    if bootstrap and bootstrap_models:
-        weights = bs.model_weights(scores.shape[0], bootstrap, (seed, 1))
-        replicate_sums = passes.replicate_class_sums(labels, scores, kind, n_classes, losses,
-                                                     weights, resamples.by_sample(),
-                                                     chunk_size, n_jobs)
-    samples, classes, splits = [], [], []
-    interval_cache = {}  # accuracy is the same under every loss: bootstrap it once
+        return passes.population_sample_terms(labels, scores, kind, n_classes, losses, chunk_size,
+                                              n_jobs, correct=correct)
+    return passes.sample_terms(labels, scores, kind, n_classes, losses, chunk_size, n_jobs,
+                               correct=correct), {}
 
-    def interval_cols(name, col, estimate):
+
+@dataclass
+class _ScoreIntervals:
+    """The bootstrap intervals of :func:`decompose`'s class and split means, made one column at
+    a time when first asked for; accuracy is the same under every loss: bootstrapped once."""
+
+    values: dict
+    groups: Groups
+    level: float
+    resamples: bs.Resamples
+    replicate_sums: dict | None
+    leave_one_out: dict
+    made: dict = field(default_factory=dict)
+
+    @classmethod
+    def draw(cls, labels, scores, kind, n_classes, losses, values, leave_one_out, groups, bootstrap,
+             bootstrap_models, level, seed, chunk_size, n_jobs) -> "_ScoreIntervals":
+        """The test-sample resamples, and with ``bootstrap_models`` the class sums of the terms
+        recomputed for each replicate of the models (one chunked pass)."""
+        resamples = bs.Resamples.draw(labels, bootstrap, seed)
+        replicate_sums = None
+        if bootstrap_models:
+            weights = bs.model_weights(scores.shape[0], bootstrap, (seed, 1))
+            replicate_sums = passes.replicate_class_sums(labels, scores, kind, n_classes, losses,
+                                                         weights, resamples.by_sample(),
+                                                         chunk_size, n_jobs)
+        return cls(values, groups, level, resamples, replicate_sums, leave_one_out)
+
+    def bounds(self, name: str, col: str, estimate: np.ndarray) -> tuple[dict, dict]:
+        """``(class bounds, split bounds)`` of column ``col`` under loss ``name``."""
         key = col if col == "accuracy" else (name, col)
-        if key not in interval_cache:
-            reps = (bs.sums_to_means(replicate_sums[name][col], groups) if replicate_sums
-                    else bs.class_replicates(values[name][col], groups, resamples))
-            jack = (groups.class_means(leave_one_out[name][col]) if leave_one_out else None)
-            interval_cache[key] = ({}, {})
-            bs.add_intervals(*interval_cache[key], col, reps, groups, level,
+        if key not in self.made:
+            reps = (bs.sums_to_means(self.replicate_sums[name][col], self.groups) if self.replicate_sums
+                    else bs.class_replicates(self.values[name][col], self.groups, self.resamples))
+            jack = (self.groups.class_means(self.leave_one_out[name][col]) if self.leave_one_out
+                    else None)
+            self.made[key] = ({}, {})
+            bs.add_intervals(*self.made[key], col, reps, self.groups, self.level,
                              estimate=estimate, leave_one_out=jack)
-        return interval_cache[key]
+        return self.made[key]
 
+
+def _loss_frames(method, losses, values, leave_one_out, groups,
+                 intervals: _ScoreIntervals | None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``(per_sample, per_class, per_split)`` of every loss, with the intervals when given."""
+    samples, classes, splits = [], [], []
     for name in losses:
         cols = values[name]
         value_cols = P.population_columns(name) if leave_one_out else columns_of(name)
         class_cols = {c: groups.class_means(cols[c]) for c in value_cols}
         split_cols = {c: groups.split_means(v) for c, v in class_cols.items()}
-        for c in columns_of(name) if bootstrap else ():
-            class_bounds, split_bounds = interval_cols(name, c, class_cols[c])
+        for c in columns_of(name) if intervals is not None else ():
+            class_bounds, split_bounds = intervals.bounds(name, c, class_cols[c])
             class_cols.update(class_bounds)
             split_cols.update(split_bounds)
         samples.append(sample_frame(method, name, cols, groups))
@@ -210,44 +192,33 @@ def decompose(
                                        VALUE_ORDER))
         splits.append(ordered_columns(split_frame(method, name, split_cols, groups), SPLIT_KEY,
                                       VALUE_ORDER))
-    settings = {method: dict(
-        loss=list(losses), many=many, few=few, bootstrap=bootstrap,
-        bootstrap_models=bootstrap_models, level=level, seed=seed, kind=kind,
-        estimator=estimator,
-        n_models=int(scores.shape[0]), n_samples=int(labels.shape[0]), n_classes=n_classes)}
-    experts = None
+    return tuple(pd.concat(frames, ignore_index=True) for frames in (samples, classes, splits))
+
+
+def _experts_beside(labels, scores, kind, losses, settings: dict, expert_logits, expert_weights,
+                    expert_loss, routed, **options) -> Decomposition | None:
+    """:func:`decompose`'s expert decomposition (``options``: :func:`decompose_experts`'
+    keywords), None when there is none; ``settings`` (the method's) records
+    ``weighted_experts`` and ``expert_loss``."""
     if expert_weights is not None and expert_logits is None:
         raise BvkitError("expert_weights need expert_logits beside them (the experts they weight)")
-    if expert_logits is not None:
-        if kind != "logits":
-            raise BvkitError(f"expert_logits need logits beside them (the model's own output), "
-                             f"not {kind}")
-        if _learned_weights(expert_logits, expert_weights):
-            E.check_expert_inputs(_as_array(expert_logits), labels, scores, routed, chunk_size,
-                                  weights=expert_weights)
-            settings[method]["weighted_experts"] = True
-            expert_logits = None  # the expert decomposition assumes equal weights: skipped
-    if expert_logits is not None:
-        names = (tuple(name for name in losses if name in E.EXPERT_LOSSES)
-                 if expert_loss is None else resolve_expert_losses(expert_loss))
-        if names:
-            experts = decompose_experts(
-                labels, expert_logits, scores, routed=routed, train_counts=train_counts,
-                class_names=class_names, loss=names, many=many, few=few, bootstrap=bootstrap,
-                bootstrap_models=bootstrap_models, level=level, seed=seed, method=method,
-                chunk_size=chunk_size, estimator=estimator)
-        else:  # zero-one alone: the inputs are still checked
-            E.check_expert_inputs(_as_array(expert_logits), labels, scores, routed, chunk_size)
-        settings[method]["expert_loss"] = list(names)
-    return Decomposition(
-        pd.concat(samples, ignore_index=True),
-        pd.concat(classes, ignore_index=True),
-        pd.concat(splits, ignore_index=True),
-        settings,
-        model_frame(method, groups.class_means(correct), groups),
-        experts,
-        {(method, name): cols for name, cols in leave_one_out.items()},
-    )
+    if expert_logits is None:
+        return None
+    if kind != "logits":
+        raise BvkitError(f"expert_logits need logits beside them (the model's own output), "
+                         f"not {kind}")
+    if _learned_weights(expert_logits, expert_weights):
+        E.check_expert_inputs(_as_array(expert_logits), labels, scores, routed, options["chunk_size"],
+                              weights=expert_weights)
+        settings["weighted_experts"] = True
+        return None  # the expert decomposition assumes equal weights: skipped
+    names = (tuple(name for name in losses if name in E.EXPERT_LOSSES)
+             if expert_loss is None else resolve_expert_losses(expert_loss))
+    settings["expert_loss"] = list(names)
+    if not names:  # zero-one alone: the inputs are still checked
+        E.check_expert_inputs(_as_array(expert_logits), labels, scores, routed, options["chunk_size"])
+        return None
+    return decompose_experts(labels, expert_logits, scores, routed=routed, loss=names, **options)
 
 
 def _learned_weights(expert_logits, expert_weights) -> bool:
@@ -286,22 +257,10 @@ def _as_array(values) -> np.ndarray:
 
 
 def decompose_experts(
-    labels,
-    expert_logits,
-    logits=None,
-    *,
-    routed: bool | None = None,
-    train_counts=None,
-    class_names=None,
-    loss="all",
-    many: int = MANY_SHOT,
-    few: int = FEW_SHOT,
-    bootstrap: int = 0,
-    bootstrap_models: bool = False,
-    level: float = 0.95,
-    seed: int = 0,
-    method: str = "model",
-    chunk_size: int | None = None,
+    labels, expert_logits, logits=None, *,
+    routed: bool | None = None, train_counts=None, class_names=None, loss="all",
+    many: int = MANY_SHOT, few: int = FEW_SHOT, bootstrap: int = 0, bootstrap_models: bool = False,
+    level: float = 0.95, seed: int = 0, method: str = "model", chunk_size: int | None = None,
     estimator: str = "auto",
 ) -> Decomposition:
     """Bias-variance-diversity decomposition of a multi-expert model (Wood et al. 2023).
@@ -323,6 +282,32 @@ def decompose_experts(
     """
     losses = resolve_expert_losses(loss)
     _check_options(many, few, bootstrap, level, seed, chunk_size)
+    labels, expert_logits, routed_found = _check_expert_arrays(labels, expert_logits, logits, routed,
+                                                               train_counts, class_names, chunk_size)
+    n_models, _, n_samples, n_classes = expert_logits.shape
+    estimator = P.resolve_estimator(estimator, n_models, bootstrap_models=bootstrap_models)
+    groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
+    size = chunk_size or E.default_chunk_size(expert_logits.shape)
+    if estimator == "population":
+        values, leave_one_out = _population_expert_terms(labels, expert_logits, losses, size)
+    else:
+        values, leave_one_out = _plugin_expert_terms(labels, expert_logits, losses, size), {}
+    replicates = (_expert_replicates(labels, expert_logits, losses, values, groups, bootstrap,
+                                     bootstrap_models, seed, chunk_size) if bootstrap else {})
+    frames = _expert_frames(method, losses, values, leave_one_out, groups, replicates, level)
+    settings = {method: dict(
+        loss=list(losses), many=many, few=few, bootstrap=bootstrap,
+        bootstrap_models=bootstrap_models, level=level, seed=seed, n_models=n_models,
+        n_experts=int(expert_logits.shape[1]), n_samples=n_samples, n_classes=n_classes,
+        routed=routed_found, estimator=estimator)}
+    return Decomposition(*frames, settings,
+                         leave_one_out={(method, name): cols for name, cols in leave_one_out.items()})
+
+
+def _check_expert_arrays(labels, expert_logits, logits, routed, train_counts, class_names, chunk_size):
+    """``(labels, expert_logits, routed)``: the arrays checked against each other (``logits``,
+    when given, the experts' mean; see :func:`decompose_experts`) and whether a router's
+    prefix means were found."""
     expert_logits = _as_array(expert_logits)
     labels = np.asarray(labels)
     if logits is not None:
@@ -330,38 +315,45 @@ def decompose_experts(
     if expert_logits.ndim != 4:
         raise BvkitError(f"expert_logits must have shape (D, M, N, C), got "
                          f"{tuple(expert_logits.shape)}")
-    n_models, _, n_samples, n_classes = expert_logits.shape
     if logits is not None:
         inputs.check_inputs(labels, logits, "logits", train_counts, class_names)
     routed_found = E.check_expert_inputs(expert_logits, labels, logits, routed, chunk_size)
     # labels, counts and names against one expert's (D, N, C) logits (a view: nothing is read)
     inputs.check_inputs(labels, expert_logits[:, 0], "logits", train_counts, class_names)
-    estimator = P.resolve_estimator(estimator, n_models, bootstrap_models=bootstrap_models)
-    groups = Groups.build(labels, n_classes, train_counts, class_names, many, few)
+    return labels, expert_logits, routed_found
 
-    size = chunk_size or E.default_chunk_size(expert_logits.shape)
-    if estimator == "population":
-        values, leave_one_out = _population_expert_terms(labels, expert_logits, losses, size)
-    else:
-        leave_one_out = {}
-        values = {name: {col: np.empty(n_samples) for col in E.EXPERT_COLUMNS} for name in losses}
-        for start, stop in E.chunks(n_samples, size):
-            chunk = E.expert_terms(labels[start:stop], expert_logits[:, :, start:stop], losses)
-            for name, cols in chunk.items():
-                for col, terms in cols.items():
-                    values[name][col][start:stop] = terms
-    replicates = {}
-    if bootstrap:
-        resamples = bs.Resamples.draw(labels, bootstrap, seed)  # decompose's resamples
-        if bootstrap_models:
-            weights = bs.model_weights(n_models, bootstrap, (seed, 1))
-            sums = E.replicate_class_sums(labels, expert_logits, losses, weights,
-                                          resamples.by_sample(), n_classes, chunk_size)
-            replicates = {name: {col: bs.sums_to_means(s, groups) for col, s in cols.items()}
-                          for name, cols in sums.items()}
-        else:
-            replicates = {name: {col: bs.class_replicates(values[name][col], groups, resamples)
-                                 for col in E.EXPERT_COLUMNS} for name in losses}
+
+def _plugin_expert_terms(labels, expert_logits, losses, chunk_size) -> dict:
+    """The experts' per-sample terms of these D models, ``chunk_size`` test samples at a time."""
+    n_samples = expert_logits.shape[2]
+    values = {name: {col: np.empty(n_samples) for col in E.EXPERT_COLUMNS} for name in losses}
+    for start, stop in E.chunks(n_samples, chunk_size):
+        chunk = E.expert_terms(labels[start:stop], expert_logits[:, :, start:stop], losses)
+        for name, cols in chunk.items():
+            for col, terms in cols.items():
+                values[name][col][start:stop] = terms
+    return values
+
+
+def _expert_replicates(labels, expert_logits, losses, values, groups, bootstrap, bootstrap_models,
+                       seed, chunk_size) -> dict:
+    """``loss -> {column: (B, classes) class-mean replicates}`` over :func:`decompose`'s test-sample
+    resamples (and the models' too with ``bootstrap_models``)."""
+    resamples = bs.Resamples.draw(labels, bootstrap, seed)  # decompose's resamples
+    if not bootstrap_models:
+        return {name: {col: bs.class_replicates(values[name][col], groups, resamples)
+                       for col in E.EXPERT_COLUMNS} for name in losses}
+    weights = bs.model_weights(expert_logits.shape[0], bootstrap, (seed, 1))
+    sums = E.replicate_class_sums(labels, expert_logits, losses, weights, resamples.by_sample(),
+                                  expert_logits.shape[3], chunk_size)
+    return {name: {col: bs.sums_to_means(s, groups) for col, s in cols.items()}
+            for name, cols in sums.items()}
+
+
+def _expert_frames(method, losses, values, leave_one_out, groups, replicates,
+                   level) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """``(per_sample, per_class, per_split)`` of the experts' terms under every loss, with the
+    intervals of ``replicates``."""
     samples, classes, splits = [], [], []
     for name in losses:
         cols = values[name]
@@ -372,21 +364,13 @@ def decompose_experts(
             bs.add_intervals(class_cols, split_cols, c, reps, groups, level,
                              estimate=class_cols[c], leave_one_out=jack)
         samples.append(pd.DataFrame({
-            "method": method, "loss": name, "sample": np.arange(n_samples),
+            "method": method, "loss": name, "sample": np.arange(len(groups.labels)),
             "class": groups.labels, "split": groups.class_split[groups.labels], **cols}))
         classes.append(ordered_columns(class_frame(method, name, class_cols, groups), CLASS_KEY,
                                        EXPERT_ORDER))
         splits.append(ordered_columns(split_frame(method, name, split_cols, groups), SPLIT_KEY,
                                       EXPERT_ORDER))
-    settings = {method: dict(
-        loss=list(losses), many=many, few=few, bootstrap=bootstrap,
-        bootstrap_models=bootstrap_models, level=level, seed=seed, n_models=n_models,
-        n_experts=int(expert_logits.shape[1]), n_samples=n_samples, n_classes=n_classes,
-        routed=routed_found, estimator=estimator)}
-    return Decomposition(pd.concat(samples, ignore_index=True),
-                         pd.concat(classes, ignore_index=True),
-                         pd.concat(splits, ignore_index=True), settings,
-                         leave_one_out={(method, name): cols for name, cols in leave_one_out.items()})
+    return tuple(pd.concat(frames, ignore_index=True) for frames in (samples, classes, splits))
 
 
 def _population_expert_terms(labels, expert_logits, losses, chunk_size):

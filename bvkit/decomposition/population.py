@@ -3,7 +3,7 @@ jackknife, and intervals over the D training sets (``docs/bias_variance.md``, "P
 terms").
 
 The D models of a study are D draws from a population of models (one per long-tailed training
-set). The plug-in terms of ``terms.py`` describe those D models; the estimators here target the
+set). The plug-in terms of ``terms`` describe those D models; the estimators here target the
 population, and :func:`bvkit.decompose` reports them by default when D >= 3
 (``estimator="auto"``; ``"plugin"`` keeps the plug-in terms, ``"population"`` asks for these):
 
@@ -27,7 +27,7 @@ population, and :func:`bvkit.decompose` reports them by default when D >= 3
 * :func:`population_terms`, :func:`population_split_jackknife`,
   :func:`population_split_difference`: the same on in-memory arrays (tests, simulations).
 
-Pure numpy on the kernel of ``terms.py`` plus ``scipy.stats.t`` for the quantile.
+Pure numpy on the kernel of ``terms`` plus ``scipy.stats.t`` for the quantile.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def jackknife_terms(term_fn: Callable[[np.ndarray], dict], n_models: int,
 
 
 def _kernel_terms(labels, scores, kind, losses) -> Callable[[np.ndarray], dict]:
-    """``keep -> {loss: {column: (n,)}}``: the plug-in terms of ``terms.py`` of the models
+    """``keep -> {loss: {column: (n,)}}``: the plug-in terms of ``terms`` of the models
     ``keep`` (:func:`bvkit.decomposition.terms.subset_terms`)."""
     if kind == "preds":
         return T.subset_terms(scores.astype(np.int64), labels, losses, kind)
@@ -221,17 +221,6 @@ def population_terms(labels, *, probs=None, logits=None, preds=None, loss="squar
     out = {col: result.corrected[col] for col in ("error", "bias", "variance")}
     out.update({plugin_column(col): result.plugin[col] for col in ("bias", "variance")})
     return out
-
-
-def squared_population_terms(labels, *, probs=None, logits=None) -> dict[str, np.ndarray]:
-    """:func:`population_terms` of the squared (Brier) loss: ``variance = V D/(D-1)``,
-    ``bias = B - variance/D`` (derivation: ``docs/bias_variance.md``)."""
-    return population_terms(labels, probs=probs, logits=logits, loss="squared")
-
-
-def cross_entropy_population_terms(labels, *, logits=None, probs=None) -> dict[str, np.ndarray]:
-    """:func:`population_terms` of the cross-entropy loss (Yang et al. 2020's terms)."""
-    return population_terms(labels, probs=probs, logits=logits, loss="cross-entropy")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -105,38 +105,11 @@ def count_flops(
     device with ``num_classes``, ``num_experts`` and ``model_kw``. ``expert_usage``:
     percentages of samples that used 1..n experts (routed inference; adds the routers).
     """
-    router = None
-    if isinstance(model_or_name, str):
-        name = model_or_name
-        model_entry(name)
-        if num_experts is not None:
-            if "ride" not in model_entry(name).tags:
-                raise BvkitError(f"model {name!r} has no experts (--experts is for RIDE models)")
-            model_kw["num_experts"] = num_experts
-        with torch.device("meta"):
-            model = create_model(name, num_classes, **model_kw)
-    else:
-        model, name = model_or_name, type(model_or_name).__name__
-        if num_experts is not None or model_kw:
-            raise BvkitError("num_experts and model keywords only apply when a model name is given")
-        if isinstance(model, RoutedRide):
-            model, router = model.model, model.router
+    model, name, router = _model_to_count(model_or_name, num_experts, num_classes, model_kw)
     size = int(input_size or getattr(model, "input_size", 32))
     if size < 1:
         raise BvkitError(f"input size must be >= 1, got {size}")
-    param = next(model.parameters())
-    dummy = torch.zeros(1, _in_channels(model), size, size, device=param.device, dtype=param.dtype)
-
-    was_training = model.training
-    model.eval()
-    try:
-        if isinstance(model, RideNet):
-            macs = layer_macs(model, lambda: model.expert_outputs(model.shared(dummy)))
-        else:
-            macs = layer_macs(model, lambda: model(dummy))
-    finally:
-        model.train(was_training)
-
+    macs = _forward_macs(model, size)
     result = {"model": name, "params": _param_count(model)}
     if not isinstance(model, RideNet):
         if expert_usage is not None:
@@ -152,10 +125,60 @@ def count_flops(
     if expert_usage is None:
         result.update(expected_experts=float(n), router_mflops=0.0, mflops=shared + n * expert)
         return result
+    expected, routers, router = _routed_costs(model, router, expert_usage)
+    result.update(
+        expected_experts=expected,
+        router_mflops=routers,
+        mflops=shared + expected * expert + routers,
+        params=result["params"] + _param_count(router),
+    )
+    return result
 
+
+def _model_to_count(model_or_name: nn.Module | str, num_experts: int | None, num_classes: int,
+                    model_kw: dict) -> tuple[nn.Module, str, ExpertRouter | None]:
+    """``(model, name, router)``: a registered name built on the meta device, or a model as
+    given (a ``RoutedRide``'s RIDE model and its router)."""
+    if isinstance(model_or_name, str):
+        name = model_or_name
+        model_entry(name)
+        if num_experts is not None:
+            if "ride" not in model_entry(name).tags:
+                raise BvkitError(f"model {name!r} has no experts (--experts is for RIDE models)")
+            model_kw["num_experts"] = num_experts
+        with torch.device("meta"):
+            return create_model(name, num_classes, **model_kw), name, None
+    model, name = model_or_name, type(model_or_name).__name__
+    if num_experts is not None or model_kw:
+        raise BvkitError("num_experts and model keywords only apply when a model name is given")
+    if isinstance(model, RoutedRide):
+        return model.model, name, model.router
+    return model, name, None
+
+
+def _forward_macs(model: nn.Module, size: int) -> dict[str, float]:
+    """The counted layers' MACs on one ``size`` x ``size`` dummy image in eval mode (a RIDE
+    model: its shared part and every expert); the model's mode is restored."""
+    param = next(model.parameters())
+    dummy = torch.zeros(1, _in_channels(model), size, size, device=param.device, dtype=param.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        if isinstance(model, RideNet):
+            return layer_macs(model, lambda: model.expert_outputs(model.shared(dummy)))
+        return layer_macs(model, lambda: model(dummy))
+    finally:
+        model.train(was_training)
+
+
+def _routed_costs(model: RideNet, router: ExpertRouter | None, expert_usage) -> tuple[float, float, ExpertRouter]:
+    """``(expected experts, router MFLOPs, router)`` of routed inference at ``expert_usage``
+    (a router of the model's size is built when none is given)."""
+    n = model.num_experts
     usage = parse_usage(expert_usage, n)
     if n < 2:
         raise BvkitError("routing needs at least 2 experts")
+    param = next(model.parameters())
     if router is None:
         with torch.device(param.device):
             router = ExpertRouter(n, model.num_features, model.num_classes).to(param.dtype)
@@ -164,11 +187,4 @@ def count_flops(
     per_step = sum(layer_macs(router, lambda: router.step(0, feats, logits)).values()) / 1e6
     reached = usage[::-1].cumsum()[::-1]  # reached[k] = share using >= k+1 experts
     expected = float(np.dot(np.arange(1, n + 1), usage))
-    routers = per_step * float(reached[: n - 1].sum())
-    result.update(
-        expected_experts=expected,
-        router_mflops=routers,
-        mflops=shared + expected * expert + routers,
-        params=result["params"] + _param_count(router),
-    )
-    return result
+    return expected, per_step * float(reached[: n - 1].sum()), router

@@ -179,9 +179,11 @@ def packed_architecture(model: nn.Module, num_models: int) -> nn.Module:
     raise BvkitError(f"cannot pack a {type(model).__name__} (packable: CIFAR ResNets, fused RIDE ResNet-32)")
 
 
-def pack_state(packed: nn.Module, states: list[dict]) -> dict:
-    """The packed state dict holding ``states`` (single-model state dicts, in model order)."""
-    packed_state = packed.state_dict()
+def pack_state(packed: nn.Module, states: list[dict], like: dict | None = None) -> dict:
+    """The packed state dict holding ``states`` (single-model state dicts, in model order).
+    ``like``: other tensors of the packed network's names and shapes to pack instead (e.g. an
+    optimiser's momentum buffers, named by their parameters); default its ``state_dict()``."""
+    packed_state = packed.state_dict() if like is None else like
     if set(states[0]) != set(packed_state):
         missing = sorted(set(packed_state) ^ set(states[0]))[:3]
         raise BvkitError(f"packed and single models differ in their tensors (e.g. {missing})")
@@ -200,11 +202,13 @@ def pack_state(packed: nn.Module, states: list[dict]) -> dict:
     return out
 
 
-def unpack_state(packed: nn.Module, k: int) -> dict:
-    """Model ``k``'s state dict, as the single model's ``state_dict()`` (cloned tensors)."""
+def unpack_state(packed: nn.Module, k: int, state: dict | None = None) -> dict:
+    """Model ``k``'s state dict, as the single model's ``state_dict()`` (cloned tensors).
+    ``state``: other tensors named like the packed network's (e.g. an optimiser's momentum
+    buffers by parameter name) to unpack instead; default its ``state_dict()``."""
     stacked_classifier = isinstance(packed, PackedResNet)  # (K, C, F): index; RIDE's (K*E, C, F): chunk
     out = {}
-    for key, value in packed.state_dict().items():
+    for key, value in (packed.state_dict() if state is None else state).items():
         value = value.detach()
         if value.dim() == 0:
             out[key] = value.clone()

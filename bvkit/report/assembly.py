@@ -7,40 +7,40 @@ from __future__ import annotations
 from bvkit.report.html import Section, render_report
 
 
-def make_figures(study, *, bootstrap: int, seed: int, window: int | None = None) -> tuple[dict, list[str]]:
+def make_figures(frames, *, bootstrap: int, seed: int, window: int | None = None) -> tuple[dict, list[str]]:
     """name -> Figure for a study's frames (:func:`bvkit.report.study_frames`), and notes on
     figures left out."""
     from bvkit.report import figures
     from bvkit.report.style import method_palette
 
-    palette = method_palette(study.methods, study.reference)
-    common = dict(per_sample=study.per_sample, window=window, bootstrap=bootstrap, seed=seed,
-                  palette=palette, leave_one_out=study.leave_one_out)
+    palette = method_palette(frames.methods, frames.reference)
+    common = dict(per_sample=frames.per_sample, window=window, bootstrap=bootstrap, seed=seed,
+                  palette=palette, leave_one_out=frames.leave_one_out)
     made = {"accuracy_difference": figures.plot_class_difference(
-        study.per_class, "accuracy", study.reference, **common)}
+        frames.per_class, "accuracy", frames.reference, **common)}
     for metric in ("bias", "variance"):
         made[metric] = figures.plot_metric_overview(
-            study.per_class, study.per_split, metric, study.reference,
-            split_differences=study.split_differences, **common)
-    made["splits"] = figures.plot_split_bars(study.per_split, reference=study.reference,
+            frames.per_class, frames.per_split, metric, frames.reference,
+            split_differences=frames.split_differences, **common)
+    made["splits"] = figures.plot_split_bars(frames.per_split, reference=frames.reference,
                                              palette=palette)
     notes = []
-    if study.expert_usage is not None:
-        made["expert_usage"] = figures.plot_expert_usage(study.expert_usage)
+    if frames.expert_usage is not None:
+        made["expert_usage"] = figures.plot_expert_usage(frames.expert_usage)
     else:
         notes.append("expert usage: no routed RIDE runs (no expert_usage.csv); figure skipped")
-    if study.experts is not None:
-        made["experts"] = figures.plot_experts(study.experts.per_split,
-                                               reference=study.reference, palette=palette)
+    if frames.experts is not None:
+        made["experts"] = figures.plot_experts(frames.experts.per_split,
+                                               reference=frames.reference, palette=palette)
     else:
         notes.append("experts: no method has expert logits (expert_logits); figure skipped")
-    if study.histories is not None and not study.histories["reused"].all():
+    if frames.histories is not None and not frames.histories["reused"].all():
         made["training_curves"] = figures.plot_training_curves(
-            study.histories, reference=study.reference, palette=palette)
+            frames.histories, reference=frames.reference, palette=palette)
     else:
         notes.append("training curves: no run has a history.csv under runs/; figure skipped")
-    if study.along_training is not None:
-        made["along_training"] = figures.plot_along_training(study.along_training, reference=study.reference,
+    if frames.along_training is not None:
+        made["along_training"] = figures.plot_along_training(frames.along_training, reference=frames.reference,
                                                              palette=palette)
     else:
         notes.append("training: no method has test snapshots of all its runs (snapshots.npz); "
@@ -48,25 +48,25 @@ def make_figures(study, *, bootstrap: int, seed: int, window: int | None = None)
     return made, notes
 
 
-def make_tables(study, *, bootstrap: int = 1000, seed: int = 0) -> tuple[dict, dict, list[str]]:
+def make_tables(frames, *, bootstrap: int = 1000, seed: int = 0) -> tuple[dict, dict, list[str]]:
     """(numeric tables, display tables, notes): accuracy (when metrics.csv exists), insights,
     the slides' claims (``bootstrap`` resamples, ``seed``)."""
     from bvkit.report import claims, tables
 
     numeric, shown, notes = {}, {}, []
-    if study.metrics is not None:
-        numeric["accuracy"] = tables.accuracy_table(study.metrics, study.reference,
-                                                    split_accuracy=study.split_accuracy)
-        shown["accuracy"] = tables.format_accuracy_table(numeric["accuracy"], study.reference)
+    if frames.metrics is not None:
+        numeric["accuracy"] = tables.accuracy_table(frames.metrics, frames.reference,
+                                                    split_accuracy=frames.split_accuracy)
+        shown["accuracy"] = tables.format_accuracy_table(numeric["accuracy"], frames.reference)
     else:
         notes.append("accuracy table: no metrics.csv in the study directory; table skipped")
-    numeric["insights"] = tables.key_insights(study.split_differences, study.reference)
+    numeric["insights"] = tables.key_insights(frames.split_differences, frames.reference)
     for split, side in tables.INSIGHT_SPLITS.items():
         if split not in set(numeric["insights"]["split"]):
             notes.append(f"key insights: the {split}-shot split has no classes; {side} columns left out")
     shown["insights"] = tables.format_key_insights(numeric["insights"])
-    numeric["claims"] = claims.claims_table(study, bootstrap=bootstrap, seed=seed)
-    shown["claims"] = claims.format_claims(numeric["claims"], study.reference)
+    numeric["claims"] = claims.claims_table(frames, bootstrap=bootstrap, seed=seed)
+    shown["claims"] = claims.format_claims(numeric["claims"], frames.reference)
     return numeric, shown, notes
 
 
@@ -80,20 +80,20 @@ TABLE_TITLES = {
 }
 
 
-def interval_words(study) -> str:
+def interval_words(frames) -> str:
     """What the study's intervals cover, for captions: the population estimator's (training
     sets and test samples) or the plug-in one's (test samples)."""
-    if study.leave_one_out:
+    if frames.leave_one_out:
         return ("intervals over training sets and test samples (population terms, "
                 "docs/bias_variance.md)")
     return "bootstrap intervals over test samples (plug-in terms)"
 
 
-def report_page(study, made: dict, figure_notes: list[str], shown: dict, table_notes: list[str], *,
+def report_page(frames, made: dict, figure_notes: list[str], shown: dict, table_notes: list[str], *,
                 bootstrap: int, seed: int) -> str:
     """The self-contained HTML page of a study's tables and figures."""
-    ref, loss = study.reference, study.loss
-    intervals = interval_words(study)
+    ref, loss = frames.reference, frames.loss
+    intervals = interval_words(frames)
     sections = [
         Section("Tables", tables=[(TABLE_TITLES[name], frame) for name, frame in shown.items()],
                 notes=table_notes),
@@ -126,10 +126,10 @@ def report_page(study, made: dict, figure_notes: list[str], shown: dict, table_n
             "tenth of stage one (methods that train their own stage one)", made["along_training"])]
             if "along_training" in made else []),
     ]
-    subtitle = (f"{study.directory.resolve().name}: {len(study.methods)} methods "
-                f"({', '.join(study.methods)}), {loss} decomposition, reference {ref}, shot "
-                f"splits many > {study.many}, few < {study.few} training images, "
+    subtitle = (f"{frames.directory.resolve().name}: {len(frames.methods)} methods "
+                f"({', '.join(frames.methods)}), {loss} decomposition, reference {ref}, shot "
+                f"splits many > {frames.many}, few < {frames.few} training images, "
                 f"{bootstrap} bootstrap resamples (seed {seed}).")
-    page = render_report(f"bvkit report: {study.directory.resolve().name}", sections,
+    page = render_report(f"bvkit report: {frames.directory.resolve().name}", sections,
                          subtitle=subtitle)
     return page

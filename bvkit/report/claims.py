@@ -23,9 +23,9 @@ import pandas as pd
 from bvkit.data.profiles import SPLITS
 from bvkit.decomposition import bootstrap as bs
 from bvkit.decomposition.compare import difference_leave_one_out, difference_replicates
-from bvkit.decomposition.core import Decomposition
 from bvkit.decomposition.experts import EXPERT_COLUMNS
 from bvkit.decomposition.population import combined_interval
+from bvkit.decomposition.result import Decomposition
 from bvkit.errors import BvkitError
 from bvkit.report.study import EXPERT_LOSS
 
@@ -129,11 +129,11 @@ def ablation_arms(options: dict, ride, with_experts) -> dict:
     return arms
 
 
-def claims_table(study, *, ride=None, baselines=None, arms=None, bootstrap: int = 1000,
+def claims_table(frames, *, ride=None, baselines=None, arms=None, bootstrap: int = 1000,
                  seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """One row per test of each claim (``CLAIM_COLUMNS``), the claim's verdict on every row.
 
-    ``study``: :class:`bvkit.report.StudyFrames`; ``ride`` / ``baselines`` override which
+    ``frames``: :class:`bvkit.report.StudyFrames`; ``ride`` / ``baselines`` override which
     methods are RIDE and which the re-balancing baselines (default: read from the recipes);
     ``arms`` (``{"collaborative": [(individual, collaborative)], "no_diversity": [(with,
     without)]}``, either key) overrides the pairs of claims 7 and 8 (default:
@@ -146,11 +146,11 @@ def claims_table(study, *, ride=None, baselines=None, arms=None, bootstrap: int 
     bs.check_bootstrap(bootstrap, level)
     if bootstrap < 1:
         raise BvkitError("the claims need bootstrap intervals (bootstrap >= 1)")
-    reference = study.reference
-    recipes = study.recipes or {m: m for m in study.methods}
+    reference = frames.reference
+    recipes = frames.recipes or {m: m for m in frames.methods}
     roles = method_roles(recipes, reference, ride=ride, baselines=baselines)
-    with_experts = [] if study.experts is None else study.experts.methods
-    found = ablation_arms(study.method_options, roles["ride"], with_experts)
+    with_experts = [] if frames.experts is None else frames.experts.methods
+    found = ablation_arms(frames.method_options, roles["ride"], with_experts)
     for group, pairs in (arms or {}).items():
         if group not in found:
             raise BvkitError(f"unknown arms {group!r} (choose from {', '.join(found)})")
@@ -160,7 +160,7 @@ def claims_table(study, *, ride=None, baselines=None, arms=None, bootstrap: int 
                              f"(methods: {', '.join(recipes)})")
         found[group] = [tuple(pair) for pair in pairs]
     roles.update(found)
-    engine = _Differences(study, bootstrap, seed, level)
+    engine = _Differences(frames, bootstrap, seed, level)
     rows = []
     for number, (statement, group, tests_of) in CLAIMS.items():
         tests = [t for m in roles[group] for t in tests_of(m, reference, roles)]
@@ -189,13 +189,13 @@ class _Differences:
     """Point estimates, paired bootstrap replicates and (population estimator) paired
     leave-one-subset-out values of ``method - reference`` per class."""
 
-    def __init__(self, study, bootstrap: int, seed: int, level: float):
-        self.study, self.bootstrap, self.seed, self.level = study, bootstrap, seed, level
-        self.decomposition = Decomposition(study.per_sample, study.per_class, study.per_split,
-                                           leave_one_out=getattr(study, "leave_one_out", {}))
-        self.experts = study.experts
-        classes = study.per_class[(study.per_class["method"] == study.reference)
-                                  & (study.per_class["loss"] == study.loss)]
+    def __init__(self, frames, bootstrap: int, seed: int, level: float):
+        self.frames, self.bootstrap, self.seed, self.level = frames, bootstrap, seed, level
+        self.decomposition = Decomposition(frames.per_sample, frames.per_class, frames.per_split,
+                                           leave_one_out=getattr(frames, "leave_one_out", {}))
+        self.experts = frames.experts
+        classes = frames.per_class[(frames.per_class["method"] == frames.reference)
+                                  & (frames.per_class["loss"] == frames.loss)]
         self.split_of = classes["split"].to_numpy().astype(str)
         self._cache = {}
 
@@ -205,20 +205,20 @@ class _Differences:
         reference``."""
         key = (method, metric)
         if key not in self._cache:
-            frame = self.study.per_class
-            frame = frame[frame["loss"] == self.study.loss]
+            frame = self.frames.per_class
+            frame = frame[frame["loss"] == self.frames.loss]
             values = frame[frame["method"] == method][metric].to_numpy(float)
-            ref = frame[frame["method"] == self.study.reference][metric].to_numpy(float)
-            if method == self.study.reference:
+            ref = frame[frame["method"] == self.frames.reference][metric].to_numpy(float)
+            if method == self.frames.reference:
                 reps = np.zeros((self.bootstrap, len(ref)))
                 jack = 0.0 if self.decomposition.leave_one_out else None
             else:
-                reps = difference_replicates(self.decomposition, method, self.study.reference,
+                reps = difference_replicates(self.decomposition, method, self.frames.reference,
                                              metric, bootstrap=self.bootstrap, seed=self.seed,
-                                             loss=self.study.loss)
+                                             loss=self.frames.loss)
                 jack = difference_leave_one_out(self.decomposition, method,
-                                                self.study.reference, metric,
-                                                loss=self.study.loss)
+                                                self.frames.reference, metric,
+                                                loss=self.frames.loss)
             self._cache[key] = (values - ref, reps, jack)
         return self._cache[key]
 

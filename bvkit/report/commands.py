@@ -92,9 +92,9 @@ def run_figures(args: argparse.Namespace) -> int:
     from bvkit.report.figures import save_figure
 
     formats = _formats(args.format)
-    study = _load(args)
-    made, notes = make_figures(study, bootstrap=args.bootstrap, seed=args.seed, window=args.window)
-    out = study.directory / "figures"
+    frames = _load(args)
+    made, notes = make_figures(frames, bootstrap=args.bootstrap, seed=args.seed, window=args.window)
+    out = frames.directory / "figures"
     out.mkdir(exist_ok=True)
     for name, fig in made.items():
         for path in save_figure(fig, out / name, formats):
@@ -108,9 +108,9 @@ def run_table(args: argparse.Namespace) -> int:
     from bvkit.report.assembly import TABLE_TITLES, make_tables
     from bvkit.report import tables
 
-    study = _load(args)
-    numeric, shown, notes = make_tables(study, bootstrap=args.bootstrap, seed=args.seed)
-    out = study.directory / "tables"
+    frames = _load(args)
+    numeric, shown, notes = make_tables(frames, bootstrap=args.bootstrap, seed=args.seed)
+    out = frames.directory / "tables"
     out.mkdir(exist_ok=True)
     chosen = numeric if args.format == "csv" else shown
     for name, frame in chosen.items():
@@ -125,12 +125,12 @@ def run_table(args: argparse.Namespace) -> int:
 def run_report(args: argparse.Namespace) -> int:
     from bvkit.report.assembly import make_figures, make_tables, report_page
 
-    study = _load(args)
-    made, figure_notes = make_figures(study, bootstrap=args.bootstrap, seed=args.seed,
+    frames = _load(args)
+    made, figure_notes = make_figures(frames, bootstrap=args.bootstrap, seed=args.seed,
                                       window=args.window)
-    _, shown, table_notes = make_tables(study, bootstrap=args.bootstrap, seed=args.seed)
-    page = report_page(study, made, figure_notes, shown, table_notes, bootstrap=args.bootstrap, seed=args.seed)
-    out = args.out or study.directory / "report.html"
+    _, shown, table_notes = make_tables(frames, bootstrap=args.bootstrap, seed=args.seed)
+    page = report_page(frames, made, figure_notes, shown, table_notes, bootstrap=args.bootstrap, seed=args.seed)
+    out = args.out or frames.directory / "report.html"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     print(out)

@@ -23,7 +23,6 @@ ACCURACY_COLUMNS = (ALL, *SPLITS)
 ACCURACY_HEADERS = {"all": "All", "many": "Many", "medium": "Med", "few": "Few"}
 INSIGHT_SPLITS = {"many": "Head", "few": "Tail"}
 INSIGHT_METRICS = {"accuracy": "Acc", "bias": "Bias", "variance": "Variance"}
-VERDICTS = ("Better", "Worse", "Comparable")
 FORMATS = ("markdown", "csv", "latex")
 EXTENSIONS = {"markdown": "md", "csv": "csv", "latex": "tex"}
 

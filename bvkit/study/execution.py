@@ -5,7 +5,7 @@ Each run trains into ``runs/<id>.tmp-<host>-<pid>-<rand>/`` under an ``flock`` o
 loses nothing finished, and two processes on one directory never train the same run. A run
 interrupted in flight leaves its temporary directory with the checkpoint of its last epoch; the
 next process that claims the run takes that directory over and resumes from it (the default run
-function; packs start again), so it loses at most the epoch in progress.
+function, and each run of a pack), so it loses at most the epoch in progress.
 
 A run that reuses another's stage one (``RunTask.stage_one``) starts from that run's checkpoint:
 the other run is trained first if nobody has (under its own lock, so a backbone is never
@@ -58,11 +58,13 @@ class Outcome:
 
 
 def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: np.ndarray, seed: int = 0,
-                 device: str = "auto", overrides: dict | None = None, imbalance: float = 100.0,
-                 profile: str = "exp", data_root: str | None = None, n_max: int | None = None,
+                 device: str = "auto", overrides: dict | None = None, recipe=None, imbalance: float = 100.0,
+                 profile: str = "exp", data_root: str | None = None, n_max: int | None = None, data_seed: int = 0,
                  stage_one: str | None = None, keep_stage_one: bool = False, tensorboard: bool = False) -> dict:
-    """Train ``method`` with the recipe ``overrides`` on the pool images ``train_indices`` of
-    ``dataset``; returns metrics.json's content. ``stage_one``: a checkpoint to take stage one
+    """Train ``recipe`` (the run's resolved recipe: ``method`` with the ``overrides``, resolved
+    once when the study was planned; without it, resolved here) on the pool images
+    ``train_indices`` of ``dataset``'s long-tailed set (drawn with ``data_seed``); returns
+    metrics.json's content. ``stage_one``: a checkpoint to take stage one
     from (``bvkit.train.run.train``'s); ``keep_stage_one``: keep the stage-one weights as
     ``out/checkpoint.pt`` (a later stage reuses them), else no checkpoint is kept;
     ``tensorboard``: epoch scalars in ``out/tensorboard`` (``bvkit.train.tensorboard``).
@@ -73,40 +75,32 @@ def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: n
     """
     from bvkit.train.run import train
 
-    data = replace(_long_tailed(dataset, imbalance, profile, data_root, n_max),
+    data = replace(_long_tailed(dataset, imbalance, profile, data_root, n_max, data_seed),
                    train_indices=np.asarray(train_indices, dtype=np.int64))
-    result = train(method, data, seed=seed, out=out, device=device, stage_one=stage_one, resume=True,
-                   progress=False, tensorboard=tensorboard, **(overrides or {}))
+    target, extra = _resolved(method, recipe, overrides)
+    result = train(target, data, seed=seed, out=out, device=device, stage_one=stage_one, resume=True,
+                   progress=False, tensorboard=tensorboard, **extra)
     _keep_checkpoint(Path(out), keep_stage_one)
     return result.metrics
 
 
 def train_pack_subsets(method: str, dataset: str, outs: list, *, train_indices: list, seeds: list,
-                       device: str = "auto", overrides: dict | None = None, imbalance: float = 100.0,
+                       device: str = "auto", overrides: dict | None = None, recipe=None, imbalance: float = 100.0,
                        profile: str = "exp", data_root: str | None = None, n_max: int | None = None,
-                       keep_stage_one: list | None = None, tensorboard: bool = False) -> list[dict]:
+                       data_seed: int = 0, keep_stage_one: list | None = None,
+                       tensorboard: bool = False) -> list[dict]:
     """``train_subset`` for several runs of one method at once, packed; metrics per run
-    (``keep_stage_one``: per run). With ``tensorboard`` each run's epochs are written to its
-    ``out/tensorboard`` when the pack has finished (its runs train together)."""
-    from bvkit.methods import create_method
-    from bvkit.train.outputs import final_train_accuracy
+    (``keep_stage_one``: per run). Each run writes what ``train_subset`` writes (its epoch
+    scalars with ``tensorboard``) and resumes from a checkpoint already in its ``out``."""
     from bvkit.train.packing import PackMember, train_packed
 
-    data = _long_tailed(dataset, imbalance, profile, data_root, n_max)
+    data = _long_tailed(dataset, imbalance, profile, data_root, n_max, data_seed)
     members = [PackMember(seed, indices, out) for seed, indices, out in zip(seeds, train_indices, outs)]
-    results = train_packed(method, data, members, device=device, progress=False, **(overrides or {}))
-    recipe = create_method(method, **(overrides or {}))
+    target, extra = _resolved(method, recipe, overrides)
+    results = train_packed(target, data, members, device=device, progress=False, resume=True,
+                           tensorboard=tensorboard, **extra)
     for result, keep in zip(results, keep_stage_one or [False] * len(results)):
-        # the packed engine leaves train_accuracy None (bvkit.train.packing does not pass it yet)
-        result.metrics["train_accuracy"] = final_train_accuracy(result.history, recipe)
-        atomic_write_text(Path(result.out) / "metrics.json", json.dumps(result.metrics, indent=2) + "\n")
         _keep_checkpoint(Path(result.out), keep)
-        if tensorboard:
-            from bvkit.train.tensorboard import EpochScalars
-
-            scalars = EpochScalars(result.out)
-            scalars.write_history(result.history)
-            scalars.close()
     return [result.metrics for result in results]
 
 
@@ -122,12 +116,19 @@ def _keep_checkpoint(out: Path, keep_stage_one: bool) -> None:
             path.unlink()
 
 
+def _resolved(method: str, recipe, overrides: dict | None) -> tuple[Any, dict]:
+    """What to train and the overrides still to apply: the planned recipe as it is, else the
+    method's name with ``overrides``, resolved by the trainer (a run function called by hand)."""
+    return (recipe, {}) if recipe is not None else (method, dict(overrides or {}))
+
+
 @lru_cache(maxsize=1)
-def _long_tailed(dataset, imbalance, profile, root, n_max):
-    """The dataset, loaded once per worker process: consecutive runs of a study share it."""
+def _long_tailed(dataset, imbalance, profile, root, n_max, seed: int = 0):
+    """The long-tailed set (drawn with the study's data ``seed``, as planned), loaded once per
+    worker process: consecutive runs of a study share it."""
     from bvkit.data import make_long_tailed
 
-    return make_long_tailed(dataset, imbalance=imbalance, profile=profile, root=root,
+    return make_long_tailed(dataset, imbalance=imbalance, profile=profile, root=root, seed=seed,
                             **({"n_max": n_max} if n_max is not None else {}))
 
 
@@ -242,11 +243,9 @@ def _train(root: Path, todo: list, dataset: str, run_function: str | Callable | 
     for task, _ in todo:
         interrupted = store.clean_run_leftovers(root, task.run_id)
         tmp = store.temp_name(store.run_dir(root, task.run_id))
-        if interrupted is not None and len(todo) == 1:  # resumed from its last epoch's checkpoint
+        if interrupted is not None:  # resumed from its last epoch's checkpoint (alone or in a pack)
             os.rename(interrupted, tmp)
         else:
-            if interrupted is not None:
-                shutil.rmtree(interrupted, ignore_errors=True)
             tmp.mkdir(parents=True)
         tmps.append(tmp)
     start = time.perf_counter()
@@ -316,7 +315,8 @@ def _finish_run_dir(tmp: Path, task: RunTask, result: Any, seconds: float, stage
         "stage_one": stage_one,  # the run whose stage one this run reused (None: trained its own)
         "seconds": seconds,
         "host": socket.gethostname(),
-        "settings": task.kwargs,
+        "settings": {key: value for key, value in task.kwargs.items() if key != "recipe"},
+        "resolved_recipe": task.recipe.to_dict() if task.recipe is not None else None,  # what its id digests
     }
     atomic_write_text(tmp / "run.json", json.dumps(info, indent=2, default=_jsonable))
 

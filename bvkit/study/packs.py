@@ -56,10 +56,6 @@ def group_packs(spec: StudySpec, tasks: list[RunTask], pack: str | None = None,
 
 
 def _packable(task: RunTask) -> bool:
-    from bvkit.methods import create_method
     from bvkit.train.packing import packable
 
-    try:
-        return packable(create_method(task.method, **task.overrides))
-    except BvkitError:
-        return False
+    return packable(task.recipe)

@@ -60,10 +60,12 @@ class RunTask:
 
     @property
     def kwargs(self) -> dict[str, Any]:
-        """The run function's keyword arguments besides ``train_indices`` (also run.json's
-        ``settings``); ``tensorboard`` only when asked for, so a run function written
-        without it still fits."""
-        return {"seed": self.seed, "device": self.device, "overrides": self.overrides, **self.data,
+        """The run function's keyword arguments besides ``train_indices`` (run.json's
+        ``settings``, the recipe aside): the resolved ``recipe`` beside the ``overrides`` it
+        was resolved with; ``tensorboard`` and ``data_seed`` only when set, so a run function
+        written without them still fits."""
+        return {"seed": self.seed, "device": self.device, "overrides": self.overrides, "recipe": self.recipe,
+                **self.data,
                 **({"tensorboard": True} if self.tensorboard else {})}
 
 
@@ -116,12 +118,18 @@ def legacy_run_id(spec: StudySpec, method: MethodSpec, subset_digest: str, seed:
 
     settings = {"method": method.method, "epochs": method.epochs, "batch_size": method.batch_size, "lr": method.lr,
                 "model_width": method.model_width, "options": method.options,
-                **({"precision": method.precision} if method.precision != "auto" else {})}
+                **({"precision": method.precision} if method.precision != "auto" else {}),
+                # every format-1 run moved its milestones in proportion: another rule never matches one
+                **({"schedule_scaling": method.recipe.schedule_scaling}
+                   if method.recipe.schedule_scaling != "proportional" else {})}
     data = {key: value for key, value in _data_content(spec).items() if key != "seed"}
     content = {"format": 1, "bvkit": __version__, "method": settings, "data": data,
                "train_indices": subset_digest, "seed": seed}
-    if method.recipe.stages:
-        content["stage_one"] = digest_of(stage_one_recipe(method.recipe))
+    if method.recipe.stages:  # the stage-one recipe as format 1 saw it: without the fields added since
+        stage_one = stage_one_recipe(method.recipe)
+        if stage_one["schedule_scaling"] == "proportional":
+            del stage_one["schedule_scaling"]
+        content["stage_one"] = digest_of(stage_one)
     if spec.plugins:
         content["plugins"] = plugin_digest(spec.plugins, [spec.folder])
     return f"{method.method}-{digest_of(content)[:16]}"

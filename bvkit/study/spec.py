@@ -25,6 +25,7 @@ batch_size = 128
 lr = 0.1
 device = "auto"              # auto, cpu, cuda, cuda:N
 precision = "auto"           # auto (bf16 where the hardware has it fast), bf16, fp32
+schedule_scaling = "proportional"  # a run shorter than the recipe's 200: proportional, keep-steps, min-share
 tensorboard = false           # epoch scalars in each run's tensorboard/ (not part of the run id)
 model_width = 16
 seed = 0                      # model seed of run d is seed + d ...
@@ -64,7 +65,7 @@ from bvkit.data import list_datasets
 from bvkit.data.profiles import PROFILES
 from bvkit.errors import BvkitError
 from bvkit.plugins import load_plugins
-from bvkit.methods import PRECISIONS, Recipe, create_method, list_methods, named_overrides, parse_overrides
+from bvkit.methods import PRECISIONS, SCHEDULE_SCALINGS, Recipe, create_method, list_methods, named_overrides, parse_overrides
 from bvkit.train.devices import DEVICE_NAMES, check_device
 
 if sys.version_info >= (3, 11):
@@ -115,7 +116,8 @@ class MethodSpec:
     options: dict = field(default_factory=dict)
     pack: str = "auto"  # train runs of this method packed: auto (on CUDA only), always, never
     pack_size: int = 8
-    precision: str = "auto"  # the recipe's precision; "auto" adds no override, so run ids made before it stay
+    precision: str = "auto"  # the recipe's precision; "auto" adds no override
+    schedule_scaling: str | None = None  # the recipe's rule for moving milestones (None: the recipe's own)
     tensorboard: bool = False  # epoch scalars in each run's tensorboard/ (logging: not in the run id)
     recipe: Recipe | None = field(default=None, compare=False)  # resolved once, when the spec is read
 
@@ -125,7 +127,8 @@ class MethodSpec:
         settings, as ``bvkit.methods`` keys (what the training call takes)."""
         return {**self.options, **named_overrides(epochs=self.epochs, batch_size=self.batch_size,
                                                   lr=self.lr, model_width=self.model_width,
-                                                  precision=None if self.precision == "auto" else self.precision)}
+                                                  precision=None if self.precision == "auto" else self.precision,
+                                                  schedule_scaling=self.schedule_scaling)}
 
 
 @dataclass(frozen=True)
@@ -220,7 +223,7 @@ SUBSETS = {"scheme": one_of(RESAMPLING_SCHEMES + SEED_SCHEMES), "count": integer
 TRAIN = {"epochs": integer(1), "batch_size": integer(1), "lr": number(" > 0", lambda v: v > 0),
          "device": DEVICE, "model_width": integer(1), "seed": integer(0), "pin_seed": BOOLEAN,
          "options": OPTIONS, "pack": one_of(PACK_MODES), "pack_size": integer(1), "precision": one_of(PRECISIONS),
-         "tensorboard": BOOLEAN}
+         "schedule_scaling": one_of(SCHEDULE_SCALINGS), "tensorboard": BOOLEAN}
 METHOD = {"name": LABEL, "method": STRING, "seeds": SEEDS, **TRAIN}
 
 
@@ -354,7 +357,8 @@ def _method(entry, index: int, defaults: dict, top_seeds: tuple, data: DataSpec,
         model_width=settings.get("model_width"), options=settings["options"],
         seeds=_seeds(values.get("seeds") or top_seeds, settings, subsets, where),
         pack=settings.get("pack", "auto"), pack_size=settings.get("pack_size", 8),
-        precision=settings.get("precision", "auto"), tensorboard=settings.get("tensorboard", False))
+        precision=settings.get("precision", "auto"), schedule_scaling=settings.get("schedule_scaling"),
+        tensorboard=settings.get("tensorboard", False))
     try:
         return replace(method, recipe=create_method(method.method, dataset=data.dataset, **method.overrides))
     except BvkitError as err:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ from bvkit.data import (
 from bvkit.errors import BvkitError
 from bvkit.methods import Recipe
 from bvkit.train import ddp
+from bvkit.train.devices import resolve_precision
 from bvkit.train.loop import module_of, predict, predict_batches
 
 EVAL_BATCH = 256
@@ -79,6 +80,7 @@ class DeviceData:
     val_idx: np.ndarray | None = None
     check_set: Tensors | None = None  # unused pool images beyond the validation draw (module doc)
     check_idx: np.ndarray | None = None
+    precision: str = "fp32"  # the run's (``bvkit.train.devices``): what its predictions compute in
 
     @property
     def in_channels(self) -> int:
@@ -103,7 +105,7 @@ class DeviceData:
         return make_loader(self.train_set, batch_size, balanced, self.augment, seed)
 
     def predict(self, forward, name: str) -> dict[str, torch.Tensor]:
-        return predict(forward, self.part(name).x, self.normalizer, self.device)
+        return predict(forward, self.part(name).x, self.normalizer, self.device, precision=self.precision)
 
 
 @dataclass
@@ -122,6 +124,7 @@ class ListData:
     resize: int
     workers: int
     in_channels: int = 3
+    precision: str = "fp32"  # the run's (``bvkit.train.devices``): what its predictions compute in
 
     @property
     def train_counts(self) -> np.ndarray:
@@ -165,7 +168,7 @@ class ListData:
         loader = file_list_loader(files.subset(index), EVAL_BATCH, train=False, workers=self.workers,
                                   transform=self.transform(False))
         try:
-            outputs = predict_batches(forward, loader, self.device)
+            outputs = predict_batches(forward, loader, self.device, self.precision)
         except BvkitError as err:  # re-raised from a worker with its traceback: keep one line
             raise BvkitError(worker_message(err)) from None
         return ddp.gather(outputs)
@@ -186,22 +189,26 @@ def load_data(dataset, imbalance, data_root, n_max):
 
 
 def prepare_data(source, recipe: Recipe, seed: int, device: torch.device, workers: int | None = None,
-                 check_per_class: int = CHECK_PER_CLASS):
+                 check_per_class: int = CHECK_PER_CLASS, test: bool = True):
     """The run's data: :class:`DeviceData` for a ``LongTailed``, :class:`ListData` for a
     file-list benchmark, with the validation split of ``recipe.val_per_class`` (never the test
-    set) and, on a ``LongTailed``, the check images that follow it in the same draw."""
+    set) and, on a ``LongTailed``, the check images that follow it in the same draw; its
+    predictions in the recipe's precision on ``device`` (``resolve_precision``). ``test=False``:
+    a ``LongTailed``'s test set stays off the device (a pack shares one copy)."""
+    precision = resolve_precision(recipe.precision, device)
     if isinstance(source, FileListBenchmark):
-        return _list_data(source, recipe, seed, device, workers)
+        return replace(_list_data(source, recipe, seed, device, workers), precision=precision)
     train_idx, val_idx = validation_split(source, recipe.val_per_class, seed)
     check_idx = holdout_indices(source, check_per_class, seed, skip=recipe.val_per_class)
-    return device_data(source, train_idx, val_idx, make_augment(recipe, source), device, check_idx=check_idx)
+    return device_data(source, train_idx, val_idx, make_augment(recipe, source), device, check_idx=check_idx,
+                       precision=precision, test=test)
 
 
 def device_data(source, train_idx, val_idx, augment, device: torch.device, test: bool = True,
-                check_idx=None) -> DeviceData:
+                check_idx=None, precision: str = "fp32") -> DeviceData:
     """:class:`DeviceData` of a ``LongTailed`` trained on ``train_idx`` and validated on
     ``val_idx`` (into ``source.pool``), checked on ``check_idx`` when given; its test set on
-    the device too unless ``test=False``."""
+    the device too unless ``test=False``; predicting in ``precision``."""
     pool = source.pool
     check_idx = None if check_idx is None else np.asarray(check_idx, dtype=np.int64)
     return DeviceData(
@@ -213,6 +220,7 @@ def device_data(source, train_idx, val_idx, augment, device: torch.device, test:
         augment=augment, normalizer=make_normalizer(augment), device=device,
         source=source, train_idx=train_idx, val_idx=val_idx,
         check_set=None if check_idx is None else device_tensors(pool.subset(check_idx), device), check_idx=check_idx,
+        precision=precision,
     )
 
 

@@ -6,17 +6,16 @@ decide how a study spreads runs over the visible GPUs; under torchrun ``resolve_
 each rank the GPU named by ``LOCAL_RANK``.
 
 How a run computes there: ``resolve_precision`` turns a recipe's ``precision`` (``auto``,
-``bf16``, ``fp32``) into ``bf16`` or ``fp32`` for a device; ``train()`` sets the result as the
-run's precision (``RUN_PRECISION``; float32 outside a run) and every forward pass of the run
-(training, validation, evaluation, procedures) enters ``autocast(device)``, which is bf16
-autocast under ``bf16`` and a no-op under ``fp32``. Losses are computed outside autocast on
-``float_outputs`` (float32 logits); parameters, BN statistics and the optimizer stay float32.
+``bf16``, ``fp32``) into ``bf16`` or ``fp32`` for a device. A run's data carries the result
+(``bvkit.train.data``: its predictions) and so does each of its phases (``Phase.precision``:
+its training steps); every forward pass enters ``autocast(device, precision)``, which is bf16
+autocast under ``bf16`` and a no-op under ``fp32`` (no state outside the call: a model called
+outside a run computes in float32). Losses are computed outside autocast on ``float_outputs``
+(float32 logits); parameters, BN statistics and the optimizer stay float32.
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 import os
 import re
@@ -75,8 +74,6 @@ def resolve_device(name="auto"):
 
 # ---------------------------------------------------------------- precision
 
-# the precision of the run in progress; outside a run (a model called directly) float32
-RUN_PRECISION: contextvars.ContextVar[str] = contextvars.ContextVar("bvkit_run_precision", default="fp32")
 _CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -138,33 +135,13 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> set[str]:
         return set()
 
 
-@contextlib.contextmanager
-def use_precision(name: str):
-    """Within the block, the run precision is ``name`` (as ``train()`` sets it for a run)."""
-    token = RUN_PRECISION.set(check_precision(name))
-    try:
-        yield
-    finally:
-        RUN_PRECISION.reset(token)
-
-
-def own_precision(function):
-    """``function`` (``train``) runs in a copy of the caller's context: the ``RUN_PRECISION`` it
-    sets lasts until it returns or raises, and a nested run leaves its caller's unchanged."""
-
-    @functools.wraps(function)
-    def run(*args, **kwargs):
-        return contextvars.copy_context().run(function, *args, **kwargs)
-
-    return run
-
-
-def autocast(device, cache_enabled: bool = True):
-    """bf16 autocast on ``device`` when the run precision resolves to bf16 there, else a no-op
-    (``cache_enabled=False`` for a CUDA graph capture: no weight-cast cache may outlive it)."""
+def autocast(device, precision: str, cache_enabled: bool = True):
+    """bf16 autocast on ``device`` when ``precision`` (a run's: ``bf16``, ``fp32``, or ``auto``)
+    resolves to bf16 there, else a no-op (``cache_enabled=False`` for a CUDA graph capture: no
+    weight-cast cache may outlive it)."""
     import torch
 
-    bf16 = resolve_precision(RUN_PRECISION.get(), device) == "bf16"
+    bf16 = resolve_precision(precision, device) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=cache_enabled)
 
 

@@ -231,12 +231,13 @@ def validation_record(data, forward) -> dict[str, float | None]:
 
 
 @torch.no_grad()
-def evaluate_accuracy(forward, tensors: Tensors, normalize, device, num_classes: int) -> float | None:
+def evaluate_accuracy(forward, tensors: Tensors, normalize, device, num_classes: int,
+                      precision: str = "fp32") -> float | None:
     """Mean per-class accuracy of ``forward`` on device-resident ``tensors`` (a validation split)."""
     if len(tensors.y) == 0:
         return None
     with _eval_mode(forward):
-        logits = predict(forward, tensors.x, normalize, device)["logits"]
+        logits = predict(forward, tensors.x, normalize, device, precision=precision)["logits"]
     return mean_class_accuracy(logits.argmax(1).numpy(), tensors.y.cpu().numpy(), num_classes)
 
 

@@ -38,7 +38,7 @@ def reason_not_graphable(loss, optimizer, device: torch.device) -> str | None:
 
 
 def graphed_step(forward, loss, optimizer, device: torch.device, *, enabled: bool = True, name: str = "step",
-                 log=None) -> "GraphedStep | None":
+                 log=None, precision: str = "fp32") -> "GraphedStep | None":
     """A :class:`GraphedStep` where CUDA graphs apply (``reason_not_graphable`` says why not,
     through ``log``), else None for the eager loop. On CUDA it also turns cuDNN's autotuning on:
     the batch shapes are fixed, so each kernel choice is made once."""
@@ -52,7 +52,7 @@ def graphed_step(forward, loss, optimizer, device: torch.device, *, enabled: boo
         if log is not None:
             log(f"{name}: no CUDA graph ({reason})")
         return None
-    return GraphedStep(forward, loss, optimizer, device, log=log)
+    return GraphedStep(forward, loss, optimizer, device, log=log, precision=precision)
 
 
 class GraphedStep:
@@ -60,14 +60,14 @@ class GraphedStep:
     its backward and ``optimizer.step()``, replayed from a CUDA graph.
 
     ``loss`` may return a vector (a packed run's per-model losses): its sum is minimised and the
-    vector returned. The returned tensors are the graph's static outputs: read (or accumulate)
+    vector returned. The forward runs under ``autocast(device, precision)``. The returned tensors are the graph's static outputs: read (or accumulate)
     them before the next call overwrites them.
     """
 
     def __init__(self, forward, loss, optimizer, device: torch.device, log=None,
-                 warmup_steps: int = WARMUP_STEPS):
+                 warmup_steps: int = WARMUP_STEPS, precision: str = "fp32"):
         self.forward, self.loss_fn, self.optimizer = forward, loss, optimizer
-        self.device, self.log = device, log
+        self.device, self.log, self.precision = device, log, precision
         self.warmup_steps = warmup_steps
         self.lr = torch.zeros((), device=device)
         self._saved_groups = [(group["lr"], group.get("fused"), group.get("foreach")) for group in self.optimizer.param_groups]
@@ -117,7 +117,7 @@ class GraphedStep:
         return key() if key is not None else None
 
     def _forward_loss(self, inputs, targets):
-        with autocast(self.device, cache_enabled=False):  # no weight-cast cache may outlive a capture
+        with autocast(self.device, self.precision, cache_enabled=False):  # no weight-cast cache may outlive a capture
             output = self.forward(inputs)
         return self.loss_fn(float_outputs(output), targets), output
 

@@ -8,14 +8,21 @@ accuracy are accumulated on the device and read back once every ``sync_every`` s
 progress bar) and once per epoch, so a step costs no host sync. Every source of randomness is
 seeded from ``seed`` (model init under a forked RNG, data order and augmentation from
 generators re-seeded per epoch), which makes a resumed run give the same weights as an
-uninterrupted one. Forward passes run under the run's precision (``bvkit.train.devices.autocast``:
+uninterrupted one. Forward passes run under the phase's precision (``bvkit.train.devices.autocast``:
 bf16 autocast or none); the loss is computed outside it, in float32, on ``float_outputs``.
+
+A phase may train ``K`` runs packed into one network in lockstep (``Phase.pack``, built by
+``bvkit.train.packing``): its loss returns the ``K`` runs' losses, its targets are ``(K, B)``
+and its logits ``(K, B, C)``, and ``run_phase`` takes one :class:`LoopContext` per run: each
+run gets its own history rows, checkpoints (its own model, optimiser and loss state, as a
+single run's), progress file and TensorBoard scalars.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -34,7 +41,8 @@ from bvkit.train.schedule import Schedule
 
 @dataclass
 class Phase:
-    """One trained stage: what to run forward, what to optimise, and how the modes are set."""
+    """One trained stage: what to run forward, what to optimise, and how the modes are set;
+    what it validates, adds to its checkpoints and computes in."""
 
     name: str
     index: int
@@ -51,6 +59,14 @@ class Phase:
     shard: bool = True  # under DDP; unsharded phases run the same full batch on every rank
     # after each epoch (1-based), columns observed for reporting only (``bvkit.train.evaluation.TestWatch``)
     watch: Callable[[int], dict] | None = None
+    # after each epoch: the validation columns, or val_accuracy alone
+    validate: Callable[[], dict | float | None] | None = None
+    # this phase's own checkpoint keys (stage_epochs, a second stage's stage_one_model, ...)
+    checkpoint_extra: dict = field(default_factory=dict)
+    precision: str = "fp32"  # the run's (``bvkit.train.devices.resolve_precision``): bf16 autocast or none
+    # K runs packed in lockstep (``bvkit.train.packing.Pack``: its size and each run's states);
+    # then ``watch`` and ``validate`` give one value per run
+    pack: Any = None
 
 
 @dataclass
@@ -76,80 +92,121 @@ class EpochRecord:
 
 @dataclass
 class LoopContext:
+    """One run, whichever phase it is in: where it trains, what it writes (its checkpoints carry
+    ``checkpoint_keys``, its recipe, dataset, seed and run key) and the history it keeps."""
+
     device: torch.device
     seed: int
     out: Path | None = None
     progress: bool | None = None
     sync_every: int = 20
     history: list = field(default_factory=list)
-    checkpoint_extra: dict = field(default_factory=dict)
-    validate: Callable[[], dict | float | None] | None = None  # validation columns, or val_accuracy alone
+    checkpoint_keys: dict = field(default_factory=dict)
     log: Callable[[str], None] | None = None
     on_epoch: Callable[[dict], None] | None = None  # each epoch's record once appended (e.g. TensorBoard)
     cuda_graphs: bool = True  # replay each full batch's step from a CUDA graph where possible
 
 
-def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0) -> None:
-    """Train ``phase`` from ``start_epoch`` to ``epochs``, checkpointing after every epoch."""
-    device = ctx.device
+@dataclass
+class EpochTotals:
+    """What an epoch's batches add up to: summed losses and correct counts (one per packed run),
+    images seen per run, the last lr and the wall-clock seconds."""
+
+    loss: torch.Tensor
+    correct: torch.Tensor
+    seen: int
+    lr: float
+    elapsed: float
+
+
+def run_phase(phase: Phase, epochs: int, ctx: LoopContext | Sequence[LoopContext], start_epoch: int = 0) -> None:
+    """Train ``phase`` from ``start_epoch`` to ``epochs``, checkpointing after every epoch;
+    ``ctx``: the run's context, a packed phase's one per run."""
+    runs = list(ctx) if isinstance(ctx, Sequence) else [ctx]
+    if len(runs) != (phase.pack.size if phase.pack is not None else 1):
+        raise ValueError(f"phase {phase.name}: {len(runs)} run contexts for its {phase.pack.size if phase.pack else 1} runs")
+    lead = runs[0]
+    graphed = graphed_step(phase.forward, phase.loss, phase.optimizer, lead.device, enabled=lead.cuda_graphs,
+                           name=phase.name, log=lead.log if ddp.is_main() else None, precision=phase.precision)
     step = start_epoch * len(phase.loader)
-    graphed = graphed_step(phase.forward, phase.loss, phase.optimizer, device, enabled=ctx.cuda_graphs,
-                           name=phase.name, log=ctx.log if ddp.is_main() else None)
+    for epoch in range(start_epoch, epochs):
+        totals, step = _train_epoch(phase, epoch, epochs, lead, graphed, step)
+        _end_epoch(phase, epoch, epochs, runs, totals, graphed)
+    if graphed is not None:
+        graphed.restore()
+
+
+def _train_epoch(phase: Phase, epoch: int, epochs: int, ctx: LoopContext, graphed, step: int):
+    """One epoch's steps: (its totals, the step count after it)."""
+    device = ctx.device
     # a sharded loader (file lists under DDP) already yields this rank's slice of each batch
     slice_batches = phase.shard and ddp.active() and not getattr(phase.loader, "sharded", False)
-    for epoch in range(start_epoch, epochs):
-        phase.loader.set_epoch(epoch)
-        if hasattr(phase.loss, "set_epoch"):
-            phase.loss.set_epoch(epoch)
-        phase.set_modes()
-        total_loss = torch.zeros((), device=device)
-        total_correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
-        started = time.perf_counter()
-        bar = progress_bar(len(phase.loader), f"{phase.name} {epoch + 1}/{epochs}", ctx.progress)
-        for i, (inputs, targets) in enumerate(phase.loader):
-            lr = phase.base_lr * phase.schedule.factor(step)
-            inputs, targets = prepare_batch(inputs, device), targets.to(device, non_blocking=True)
-            if slice_batches:
-                inputs, targets = ddp.shard(inputs, targets)
-            if graphed is not None:
-                loss, output = graphed(inputs, targets, lr)
-            else:
-                for group in phase.optimizer.param_groups:
-                    group["lr"] = lr
-                loss, output = train_step(phase.forward, phase.loss, phase.optimizer, inputs, targets, device)
-            step += 1
-            total_loss += loss.detach().float() * len(targets)
+    phase.loader.set_epoch(epoch)
+    if hasattr(phase.loss, "set_epoch"):
+        phase.loss.set_epoch(epoch)
+    phase.set_modes()
+    shape = (phase.pack.size,) if phase.pack is not None else ()
+    total_loss = torch.zeros(shape, device=device)
+    total_correct = torch.zeros(shape, device=device, dtype=torch.long)
+    seen = 0
+    started = time.perf_counter()
+    label = phase.name if phase.pack is None else f"{phase.name} x{phase.pack.size}"
+    bar = progress_bar(len(phase.loader), f"{label} {epoch + 1}/{epochs}", ctx.progress)
+    for i, (inputs, targets) in enumerate(phase.loader):
+        lr = phase.base_lr * phase.schedule.factor(step)
+        inputs, targets = prepare_batch(inputs, device), targets.to(device, non_blocking=True)
+        if slice_batches:
+            inputs, targets = ddp.shard(inputs, targets)
+        if graphed is not None:
+            loss, output = graphed(inputs, targets, lr)
+        else:
+            for group in phase.optimizer.param_groups:
+                group["lr"] = lr
+            loss, output = train_step(phase.forward, phase.loss, phase.optimizer, inputs, targets, device,
+                                      phase.precision)
+        step += 1
+        count = len(targets) if phase.pack is None else len(targets[0])  # (B, ...) or a pack's (K, B)
+        total_loss += loss.detach().float() * count
+        if phase.count_correct:
+            total_correct += (phase.logits_of(output).detach().argmax(-1) == targets).sum(-1)
+        seen += count
+        if not bar.disable and ((i + 1) % ctx.sync_every == 0 or i + 1 == len(phase.loader)):
+            postfix = {"loss": f"{total_loss.mean().item() / seen:.3f}"}
             if phase.count_correct:
-                total_correct += (phase.logits_of(output).detach().argmax(1) == targets).sum()
-            seen += len(targets)
-            if not bar.disable and ((i + 1) % ctx.sync_every == 0 or i + 1 == len(phase.loader)):
-                postfix = {"loss": f"{total_loss.item() / seen:.3f}"}
-                if phase.count_correct:
-                    postfix["acc"] = f"{total_correct.item() / seen:.3f}"
-                postfix.update(lr=f"{lr:.2g}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
-                bar.set_postfix(postfix)
-            bar.update(1)
-        bar.close()
-        if device.type == "cuda":  # the GPU may still be running queued steps: count them here
-            torch.cuda.synchronize(device)
-        elapsed = time.perf_counter() - started
-        if phase.shard and ddp.active():  # report the whole global batch, not this rank's slice
-            total_loss, total_correct, seen = ddp.sum_over_ranks(total_loss, total_correct, seen)
-        validation = ctx.validate() if ctx.validate else None
-        if not isinstance(validation, dict):
-            validation = {"val_accuracy": validation}
-        watched = phase.watch(epoch + 1) if phase.watch is not None else {}
+                postfix["acc"] = f"{total_correct.double().mean().item() / seen:.3f}"
+            postfix.update(lr=f"{lr:.2g}", img_s=f"{seen / (time.perf_counter() - started):.0f}")
+            bar.set_postfix(postfix)
+        bar.update(1)
+    bar.close()
+    if device.type == "cuda":  # the GPU may still be running queued steps: count them here
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - started
+    if phase.shard and ddp.active():  # report the whole global batch, not this rank's slice
+        total_loss, total_correct, seen = ddp.sum_over_ranks(total_loss, total_correct, seen)
+    return EpochTotals(total_loss, total_correct, seen, lr, elapsed), step
+
+
+def _end_epoch(phase: Phase, epoch: int, epochs: int, runs: list[LoopContext], totals: EpochTotals,
+               graphed) -> None:
+    """Each run's record of the epoch (validation and watched columns included), appended to its
+    history and reported; its checkpoint and progress file written."""
+    per_run = (lambda value: value) if phase.pack is not None else (lambda value: [value])
+    validations = per_run(phase.validate() if phase.validate else None)
+    watched = per_run(phase.watch(epoch + 1) if phase.watch is not None else {})
+    losses, corrects = totals.loss.reshape(-1).tolist(), totals.correct.reshape(-1).tolist()
+    seen, states = max(totals.seen, 1), None
+    for k, ctx in enumerate(runs):
+        validation = validations[k] if isinstance(validations[k], dict) else {"val_accuracy": validations[k]}
         record = EpochRecord(
             stage=phase.name,
             epoch=epoch + 1,
-            loss=total_loss.item() / max(seen, 1),
-            accuracy=total_correct.item() / max(seen, 1) if phase.count_correct else None,
-            lr=lr,
-            images_per_s=seen / max(elapsed, 1e-9),
-            seconds=round(elapsed, 2),
+            loss=losses[k] / seen,
+            accuracy=corrects[k] / seen if phase.count_correct else None,
+            lr=totals.lr,
+            images_per_s=totals.seen / max(totals.elapsed, 1e-9),
+            seconds=round(totals.elapsed, 2),
             **validation,
-            **watched,
+            **watched[k],
         )
         ctx.history.append(record.__dict__)
         if ctx.on_epoch is not None and ddp.is_main():
@@ -157,31 +214,31 @@ def run_phase(phase: Phase, epochs: int, ctx: LoopContext, start_epoch: int = 0)
         if ctx.log is not None and ddp.is_main():
             ctx.log(format_record(record, epochs))
         if ctx.out is not None and ddp.is_main():
-            save_checkpoint(
-                ctx.out / CHECKPOINT,
-                stage=phase.index,
-                stage_name=phase.name,
-                epoch=epoch + 1,
-                model=ddp.unwrap(phase.model).state_dict(),
-                optimizer=graphed.optimizer_state() if graphed is not None else phase.optimizer.state_dict(),
-                loss=phase.loss.state_dict(),
-                rng=rng_state(device),
-                history=json.dumps(ctx.history),
-                **ctx.checkpoint_extra,
-            )
+            states = states or phase_states(phase, graphed)
+            save_checkpoint(ctx.out / CHECKPOINT, stage=phase.index, stage_name=phase.name, epoch=epoch + 1,
+                            **states[k], rng=rng_state(ctx.device), history=json.dumps(ctx.history),
+                            **{**ctx.checkpoint_keys, **phase.checkpoint_extra})
             write_progress(ctx.out, record.__dict__, epochs)
-    if graphed is not None:
-        graphed.restore()
 
 
-def train_step(forward, loss_fn, optimizer, inputs, targets, device: torch.device):
-    """One eager step, ``(loss, output)``: the forward under the run's autocast, the loss in
-    float32 on its float32 outputs, backward, the optimizer's step."""
-    with autocast(device):
+def phase_states(phase: Phase, graphed=None) -> list[dict]:
+    """Each run's ``model``, ``optimizer`` and ``loss`` state as its checkpoint holds them (a
+    packed run's as if it had trained alone)."""
+    optimizer = graphed.optimizer_state() if graphed is not None else phase.optimizer.state_dict()
+    if phase.pack is not None:
+        return phase.pack.run_states(optimizer)
+    return [{"model": ddp.unwrap(phase.model).state_dict(), "optimizer": optimizer, "loss": phase.loss.state_dict()}]
+
+
+def train_step(forward, loss_fn, optimizer, inputs, targets, device: torch.device, precision: str = "fp32"):
+    """One eager step, ``(loss, output)``: the forward under ``autocast(device, precision)``, the
+    loss in float32 on its float32 outputs, backward (of the sum of a packed phase's per-run
+    losses), the optimizer's step."""
+    with autocast(device, precision):
         output = forward(inputs)
     loss = loss_fn(float_outputs(output), targets)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss if loss.dim() == 0 else loss.sum()).backward()
     optimizer.step()
     return loss, output
 
@@ -195,16 +252,16 @@ def format_record(record: EpochRecord, epochs: int) -> str:
 
 @torch.no_grad()
 def predict(forward: Callable, x: torch.Tensor, normalize: Callable, device: torch.device,
-            batch_size: int = 1000) -> dict[str, torch.Tensor]:
+            batch_size: int = 1000, precision: str = "fp32") -> dict[str, torch.Tensor]:
     """``forward`` over uint8 images ``x`` in batches, outputs concatenated on the CPU per key
     along dim 0, so every output must be batch-first (a tensor output is returned as
-    ``logits``); floating outputs as float32."""
+    ``logits``); floating outputs as float32. Forwards under ``autocast(device, precision)``."""
     batches = (normalize(x[start : start + batch_size].to(device)) for start in range(0, len(x), batch_size))
-    return predict_batches(forward, batches, device)
+    return predict_batches(forward, batches, device, precision)
 
 
 @torch.no_grad()
-def predict_batches(forward: Callable, batches, device: torch.device) -> dict[str, torch.Tensor]:
+def predict_batches(forward: Callable, batches, device: torch.device, precision: str = "fp32") -> dict[str, torch.Tensor]:
     """``predict`` over an iterable of ready (normalised) input batches, e.g. a DataLoader's
     images (``(inputs, targets)`` pairs are taken for their inputs)."""
     parts: dict[str, list] = {}
@@ -212,7 +269,7 @@ def predict_batches(forward: Callable, batches, device: torch.device) -> dict[st
         if isinstance(batch, (tuple, list)):
             batch = batch[0]
         batch = prepare_batch(batch, device)
-        with autocast(device):
+        with autocast(device, precision):
             out = forward(batch)
         for key, value in (out if isinstance(out, dict) else {"logits": out}).items():
             parts.setdefault(key, []).append(value.float() if value.is_floating_point() else value)

@@ -1,12 +1,15 @@
 """A run's output directory (``docs/formats.md``): metrics.json, predictions.npz, history.csv
 and checkpoint.pt, and resuming from that checkpoint.
 
-``run_metrics`` is the one builder of metrics.json, for a single run and for a packed one.
+``finish_run`` evaluates a trained model and writes the run's files, for a single run and for
+each run of a pack alike; ``run_metrics`` is the one builder of metrics.json. ``run_key`` and
+``checkpoint_keys`` are what a run's checkpoints say about the run.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +18,34 @@ import torch
 
 from bvkit.errors import BvkitError
 from bvkit.predictions import save_predictions
+from bvkit.train import ddp
 from bvkit.train.checkpoint import CHECKPOINT, load_checkpoint, load_state, rng_state, save_checkpoint
 from bvkit.train.data import imbalance_of
+from bvkit.train.evaluation import evaluate_model, expert_test_logits, expert_weights_of
 from bvkit.train.progress import clear_progress
+
+
+def finish_run(ctx, recipe, model, routed, data, *, imbalance: float, epochs: int | None, extra: dict,
+               started: float, pack_size: int | None = None) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Evaluate the trained ``model`` (``routed``: RIDE's routed model, if any) on ``data`` and
+    write the run's files under ``ctx.out`` (a ``LoopContext``; on the main rank): (metrics,
+    test labels, test logits). ``started``: the ``time.perf_counter()`` the run's ``seconds``
+    count from; ``pack_size``: the run trained in a pack of that many (its epochs' seconds
+    are the pack's, shared among its runs; metrics.json says ``pack_size``)."""
+    model.eval()
+    evaluated, labels, logits = evaluate_model(model, routed, data, ctx.out)
+    expert_logits = expert_test_logits(model, data)
+    extra = {"schedule_scaling": recipe.schedule_scaling, **extra}  # how its milestones were moved
+    metrics = run_metrics(recipe.name, data, imbalance, ctx.seed, epochs, evaluated, extra=extra,
+                          seconds=time.perf_counter() - started,  # this call (a resumed run: since resuming)
+                          train_seconds=sum(row.get("seconds", 0.0) for row in ctx.history) / (pack_size or 1),
+                          device=ctx.device, train_accuracy=final_train_accuracy(ctx.history, recipe))
+    if pack_size is not None:
+        metrics["pack_size"] = pack_size
+    if ctx.out is not None and ddp.is_main():
+        write_outputs(ctx.out, metrics, labels, logits, np.asarray(data.counts), data.class_names, ctx.history,
+                      expert_logits=expert_logits, expert_weights=expert_weights_of(model))
+    return metrics, labels, logits
 
 
 def run_metrics(method: str, data, imbalance: float, seed: int, epochs: int | None, evaluated: dict, *,
@@ -72,10 +100,24 @@ def write_outputs(out: Path, metrics: dict, labels, logits, counts, class_names,
 
 def save_final_checkpoint(out: Path, model, *, stage: int, stage_name: str, epoch: int, history: list,
                           device: torch.device, **extra) -> None:
-    """checkpoint.pt of a model no epoch loop saved last (a tau-norm stage, an unpacked run):
+    """checkpoint.pt of a model no epoch loop saved last (a tau-norm stage, a post-hoc one):
     no optimiser or loss state to resume."""
     save_checkpoint(out / CHECKPOINT, stage=stage, stage_name=stage_name, epoch=epoch, model=model.state_dict(),
                     optimizer={}, loss={}, rng=rng_state(device), history=json.dumps(history), **extra)
+
+
+def run_key(recipe, data, seed: int) -> dict:
+    """What makes a checkpoint this run's: its recipe, dataset, seed and training counts."""
+    return {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed,
+            "counts": np.asarray(data.train_counts).tolist()}
+
+
+def checkpoint_keys(recipe, data, seed: int) -> dict:
+    """What every checkpoint of a run carries beside its phase's state (``LoopContext.checkpoint_keys``):
+    the recipe, dataset, seed, the model's classes and input channels, and the ``run_key``."""
+    return {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed,
+            "num_classes": len(data.class_names), "in_channels": data.in_channels,
+            "run_key": json.dumps(run_key(recipe, data, seed), sort_keys=True)}
 
 
 def resume_payload(out: Path | None, run_key: dict) -> dict | None:

@@ -32,18 +32,10 @@ from bvkit.train.builders import (
 )
 from bvkit.train.checkpoint import load_stage_one, load_state, restore_rng
 from bvkit.train.data import load_data, prepare_data
-from bvkit.train.devices import RUN_PRECISION, own_precision, resolve_device, resolve_precision
-from bvkit.train.evaluation import (
-    TestWatch,
-    evaluate_model,
-    expert_test_logits,
-    expert_weights_of,
-    first_drop_epoch,
-    snapshot_every,
-    validation_record,
-)
+from bvkit.train.devices import resolve_device
+from bvkit.train.evaluation import TestWatch, first_drop_epoch, snapshot_every, validation_record
 from bvkit.train.loop import LoopContext, Phase, derive_seed, run_phase
-from bvkit.train.outputs import final_train_accuracy, resume_payload, resume_phase, run_metrics, write_outputs
+from bvkit.train.outputs import checkpoint_keys, finish_run, resume_payload, resume_phase, run_key
 from bvkit.train.procedures import ProcedureEnv, get_procedure
 from bvkit.train.stages import run_stages
 from bvkit.train.tensorboard import EpochScalars
@@ -62,7 +54,6 @@ class TrainResult:
     out: Path | None
 
 
-@own_precision
 def train(
     method: str | Recipe,
     dataset: Any,
@@ -102,68 +93,27 @@ def train(
     recipe = (apply_overrides(method, overrides) if isinstance(method, Recipe)
               else create_method(method, dataset=dataset_name, **overrides))
     device = resolve_device(device)
-    precision = resolve_precision(recipe.precision, device)
-    RUN_PRECISION.set(precision)  # every forward of this run: training, validation, evaluation
     source = load_data(dataset, imbalance, data_root, n_max)
     ddp.init_from_env(device)
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(source, recipe, seed, device, workers)
-    train_counts = np.asarray(data.train_counts)
-
-    run_key = {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed, "counts": train_counts.tolist()}
-    payload = resume_payload(out, run_key) if resume else None
+    data = prepare_data(source, recipe, seed, device, workers)  # its precision: every forward of the run's
+    payload = resume_payload(out, run_key(recipe, data, seed)) if resume else None
     ctx = LoopContext(device=device, seed=seed, out=out, progress=progress, log=log, cuda_graphs=cuda_graphs,
-                      on_epoch=_epoch_scalars(out) if tensorboard else None)
+                      on_epoch=_epoch_scalars(out) if tensorboard else None,
+                      checkpoint_keys=checkpoint_keys(recipe, data, seed))
     if payload is not None:
         restore_rng(payload, device)
         ctx.history = json.loads(payload.get("history", "[]"))
-    base_extra = {"recipe": recipe.to_dict(), "dataset": data.name, "seed": seed,
-                  "num_classes": len(data.class_names), "in_channels": data.in_channels,
-                  "run_key": json.dumps(run_key, sort_keys=True)}
-    extra_metrics: dict = {"precision": precision}  # and a procedure's or a stage's own metrics.json keys
+    extra_metrics: dict = {"precision": data.precision}  # and a procedure's or a stage's own metrics.json keys
 
-    # stage one: loaded, trained by the recipe's procedure, or one plain phase
-    stage_one_state = None
-    epochs = recipe.epochs
-    if stage_one is not None:
-        source_recipe, stage_one_state = load_stage_one(stage_one)
-        epochs = source_recipe.get("epochs") if source_recipe else None
-        if source_recipe and (source_recipe["model"], source_recipe["model_kwargs"]) != (recipe.model, recipe.model_kwargs):
-            recipe = apply_overrides(recipe, {"model": source_recipe["model"], "model_kwargs": source_recipe["model_kwargs"]})
-    if recipe.procedure is not None:
-        if stage_one is not None:
-            raise BvkitError(f"method {recipe.name} trains its own stages; it takes no stage-one checkpoint")
-        ctx.checkpoint_extra = {**base_extra, "stage_epochs": recipe.epochs}
-        model = _procedure_stage_one(recipe, data, seed, ctx, payload, progress, extra_metrics)
-    else:
-        model = build_model(recipe, len(data.class_names), data.in_channels, seed, device)
-        if payload is not None and payload["stage"] > 0:
-            stage_one_state = payload["stage_one_model"]
-        if stage_one_state is not None:
-            load_state(model, stage_one_state, "stage-one model")
-        else:
-            ctx.checkpoint_extra = {**base_extra, "stage_epochs": recipe.epochs}
-            _plain_stage_one(model, recipe, data, seed, ctx, payload)
-            stage_one_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if stage_one is not None:
-        extra_metrics["stage_one"] = str(stage_one)
-
-    routed = run_stages(model, recipe, data, seed, ctx, payload, {**base_extra, "stage_one_model": stage_one_state},
-                        extra_metrics)
+    model, recipe, epochs, stage_one_state = _stage_one(recipe, data, seed, ctx, payload, stage_one, extra_metrics)
+    routed = run_stages(model, recipe, data, seed, ctx, payload, {"stage_one_model": stage_one_state}, extra_metrics)
 
     ddp.barrier()
-    model.eval()
-    evaluated, labels, logits = evaluate_model(model, routed, data, out)
-    expert_logits = expert_test_logits(model, data)
-    metrics = run_metrics(recipe.name, data, imbalance, seed, epochs, evaluated, extra=extra_metrics,
-                          seconds=time.perf_counter() - started,  # this call (a resumed run: since resuming)
-                          train_seconds=sum(row.get("seconds", 0.0) for row in ctx.history), device=device,
-                          train_accuracy=final_train_accuracy(ctx.history, recipe))
-    if out is not None and ddp.is_main():
-        write_outputs(out, metrics, labels, logits, np.asarray(data.counts), data.class_names, ctx.history,
-                      expert_logits=expert_logits, expert_weights=expert_weights_of(model))
+    metrics, labels, logits = finish_run(ctx, recipe, model, routed, data, imbalance=imbalance, epochs=epochs,
+                                         extra=extra_metrics, started=started)
     if ctx.on_epoch is not None:
         ctx.on_epoch.close()
     ddp.barrier()
@@ -177,6 +127,32 @@ def _epoch_scalars(out: Path | None):
     return EpochScalars(out) if ddp.is_main() else None
 
 
+def _stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, stage_one, extra_metrics: dict):
+    """Stage one, loaded (``stage_one``: a checkpoint), trained by the recipe's procedure, or one
+    plain phase: (model, recipe (a loaded stage one's model), stage one's epochs, its state)."""
+    stage_one_state = None
+    epochs = recipe.epochs
+    if stage_one is not None:
+        source_recipe, stage_one_state = load_stage_one(stage_one)
+        epochs = source_recipe.get("epochs") if source_recipe else None
+        if source_recipe and (source_recipe["model"], source_recipe["model_kwargs"]) != (recipe.model, recipe.model_kwargs):
+            recipe = apply_overrides(recipe, {"model": source_recipe["model"], "model_kwargs": source_recipe["model_kwargs"]})
+        extra_metrics["stage_one"] = str(stage_one)
+    if recipe.procedure is not None:
+        if stage_one is not None:
+            raise BvkitError(f"method {recipe.name} trains its own stages; it takes no stage-one checkpoint")
+        return _procedure_stage_one(recipe, data, seed, ctx, payload, extra_metrics), recipe, epochs, None
+    model = build_model(recipe, len(data.class_names), data.in_channels, seed, ctx.device)
+    if payload is not None and payload["stage"] > 0:
+        stage_one_state = payload["stage_one_model"]
+    if stage_one_state is not None:
+        load_state(model, stage_one_state, "stage-one model")
+    else:
+        _plain_stage_one(model, recipe, data, seed, ctx, payload)
+        stage_one_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return model, recipe, epochs, stage_one_state
+
+
 def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: LoopContext, payload) -> None:
     """Stage one as one phase: the recipe's loss (and teacher) on its loader, resumable."""
     loss = build_loss(recipe, np.asarray(data.train_counts), ctx.device)
@@ -186,21 +162,21 @@ def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: Loo
     loader = data.train_loader(recipe.batch_size, recipe.balanced, derive_seed(seed, 0))
     schedule = recipe_schedule(recipe, len(loader))
     phase = Phase("stage1", 0, model, forward, loss, optimizer, loader, schedule, recipe.lr, set_modes=model.train,
-                  watch=TestWatch(data, model, ctx.out, first_drop_epoch(schedule), snapshot_every(recipe.epochs)))
+                  watch=TestWatch(data, model, ctx.out, first_drop_epoch(schedule), snapshot_every(recipe.epochs)),
+                  validate=lambda: validation_record(data, model), checkpoint_extra={"stage_epochs": recipe.epochs},
+                  precision=data.precision)
     start = resume_phase(phase, payload)
-    ctx.validate = lambda: validation_record(data, model)
     run_phase(phase, recipe.epochs, ctx, start_epoch=start)
 
 
-def _procedure_stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, progress,
-                         extra_metrics: dict) -> nn.Module:
+def _procedure_stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, extra_metrics: dict) -> nn.Module:
     """Stage one by the recipe's procedure (``bvkit.train.procedures``); returns its model."""
     env = ProcedureEnv(
         recipe=recipe, data=data.source, train_idx=data.train_idx, val_idx=data.val_idx,
         train_set=data.train_set, val_set=data.val_set, train_counts=data.train_counts,
         augment=data.augment, normalizer=data.normalizer, num_classes=len(data.class_names),
         in_channels=data.in_channels, seed=seed, device=ctx.device, ctx=ctx, train=train,
-        payload=payload, out=ctx.out, progress=progress,
+        payload=payload, out=ctx.out, progress=ctx.progress, precision=data.precision,
     )
     model = get_procedure(recipe.procedure)(env)
     extra_metrics.update(env.metrics)

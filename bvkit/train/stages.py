@@ -51,8 +51,8 @@ STAGES: Registry[Callable] = Registry("stage")
 @dataclass
 class StageRun:
     """What a second stage works with besides the model: the run's recipe, data and seed, the
-    stage's index (1-based), the loop context, the payload when this stage is resumed, and the
-    run's extra metrics (a stage adds its own keys)."""
+    stage's index (1-based), the run's loop context, the payload when this stage is resumed,
+    the run's extra metrics (a stage adds its own keys) and the stage's own checkpoint keys."""
 
     recipe: Recipe
     data: Any
@@ -61,6 +61,7 @@ class StageRun:
     ctx: LoopContext
     payload: dict | None
     metrics: dict
+    checkpoint_extra: dict
 
     @property
     def num_classes(self) -> int:
@@ -69,12 +70,13 @@ class StageRun:
 
 def run_stages(model: nn.Module, recipe: Recipe, data, seed: int, ctx: LoopContext, payload: dict | None,
                checkpoint_extra: dict, metrics: dict) -> nn.Module | None:
-    """The recipe's second stages in order on ``model``; the routed model if one was built."""
+    """The recipe's second stages in order on ``model``; the routed model if one was built.
+    ``checkpoint_extra``: what each stage's checkpoints add (the stage-one model)."""
     routed = None
     for index, stage in enumerate(recipe.stages, start=1):
         resumed = payload if payload is not None and payload["stage"] == index else None
-        ctx.checkpoint_extra = {**checkpoint_extra, "stage_epochs": stage.epochs}
-        run = StageRun(recipe, data, seed, index, ctx, resumed, metrics)
+        run = StageRun(recipe, data, seed, index, ctx, resumed, metrics,
+                       {**checkpoint_extra, "stage_epochs": stage.epochs})
         routed = STAGES.get(stage.kind)(model, stage, run) or routed
     return routed
 
@@ -94,10 +96,8 @@ def tau_norm(model: nn.Module, stage: Stage, run: StageRun) -> None:
         tau, scores = select_tau(features, torch.from_numpy(run.data.labels("val")), weight, grid, run.num_classes)
     attach_tau_norm(model, tau)
     run.metrics.update(tau=tau, tau_grid=scores)
-    run.ctx.checkpoint_extra["tau"] = tau
-    if run.ctx.out is not None and ddp.is_main():
-        save_final_checkpoint(run.ctx.out, model, stage=run.index, stage_name=stage.kind, epoch=0,
-                              history=run.ctx.history, device=run.ctx.device, **run.ctx.checkpoint_extra)
+    run.checkpoint_extra["tau"] = tau
+    _save_untrained_stage(model, stage, run)
 
 
 @STAGES.decorator("crt")
@@ -140,7 +140,7 @@ def posthoc_adjust(model: nn.Module, stage: Stage, run: StageRun) -> None:
                                             run.num_classes)
     attach_adjustment(model, prior, tau)
     run.metrics.update(tau=tau, tau_grid=scores)
-    run.ctx.checkpoint_extra["tau"] = tau
+    run.checkpoint_extra["tau"] = tau
     _save_untrained_stage(model, stage, run)
 
 
@@ -201,7 +201,7 @@ def sade_tta(model: nn.Module, stage: Stage, run: StageRun) -> None:
         epochs_run = len(rows)
     model.set_expert_weights(weights)
     run.metrics.update(expert_weights=[float(w) for w in weights], tta_epochs=epochs_run)
-    run.ctx.checkpoint_extra.update(expert_weights=[float(w) for w in weights], tta_epochs=epochs_run)
+    run.checkpoint_extra.update(expert_weights=[float(w) for w in weights], tta_epochs=epochs_run)
     _save_untrained_stage(model, stage, run, epoch=epochs_run)
 
 
@@ -219,7 +219,8 @@ def _save_untrained_stage(model: nn.Module, stage: Stage, run: StageRun, epoch: 
     """The final checkpoint of a stage without a per-epoch loop (tau-norm, post-hoc adjustment, SADE's)."""
     if run.ctx.out is not None and ddp.is_main():
         save_final_checkpoint(run.ctx.out, model, stage=run.index, stage_name=stage.kind, epoch=epoch,
-                              history=run.ctx.history, device=run.ctx.device, **run.ctx.checkpoint_extra)
+                              history=run.ctx.history, device=run.ctx.device,
+                              **{**run.ctx.checkpoint_keys, **run.checkpoint_extra})
 
 
 def _train_head(model, head, loss, stage: Stage, run: StageRun, forward=None, count_correct=True,
@@ -229,9 +230,10 @@ def _train_head(model, head, loss, stage: Stage, run: StageRun, forward=None, co
                                    stage.nesterov, stage.weight_decay)
     loader = run.data.train_loader(stage.batch_size, stage.balanced, derive_seed(run.seed, run.index), shard=False)
     schedule = Schedule(kind=stage.schedule, epochs=stage.epochs, steps_per_epoch=len(loader))
-    phase = Phase(stage.kind, run.index, model, forward or model, loss, optimizer, loader, schedule, stage.lr,
-                  set_modes=lambda: set_frozen_modes(model, None), count_correct=count_correct, shard=False)
-    start = resume_phase(phase, run.payload)
     validate_forward = model.route if hasattr(model, "route") else model
-    run.ctx.validate = lambda: validation_record(run.data, validate_forward)
+    phase = Phase(stage.kind, run.index, model, forward or model, loss, optimizer, loader, schedule, stage.lr,
+                  set_modes=lambda: set_frozen_modes(model, None), count_correct=count_correct, shard=False,
+                  validate=lambda: validation_record(run.data, validate_forward),
+                  checkpoint_extra=run.checkpoint_extra, precision=run.data.precision)
+    start = resume_phase(phase, run.payload)
     run_phase(phase, stage.epochs, run.ctx, start_epoch=start)

@@ -50,10 +50,5 @@ class EpochScalars:
                 self.writer.add_scalar(scalar_tag(record["stage"], column), value, global_step=int(record["epoch"]))
         self.writer.flush()
 
-    def write_history(self, history: list[dict]) -> None:
-        """Every record of a finished history at once (packed runs, which train together)."""
-        for record in history:
-            self(record)
-
     def close(self) -> None:
         self.writer.close()

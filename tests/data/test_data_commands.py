@@ -155,7 +155,6 @@ def test_fetch_falls_back_to_bvkit_data(capsys, monkeypatch, tmp_path):
 def test_fetch_offline_is_one_line_naming_url_and_host(capsys, monkeypatch, tmp_path, failure,
                                                        detail):
     """The real torchvision download, with ``urlopen`` failing as it does offline."""
-    pytest.importorskip("torchvision")
     opened = []
 
     def urlopen(request, *args, **kwargs):

@@ -97,15 +97,25 @@ def test_rotation_of_a_non_square_image_keeps_shape_and_centre():
 
 def test_grey_28x28_images_work():
     x = batch(n=4, c=1, h=28, w=28)
-    out = Augment(rotation=10, mean=(0.286,), std=(0.353,))(x, torch.Generator().manual_seed(0))
-    assert out.shape == (4, 1, 28, 28)
+    grey = {"mean": (0.286,), "std": (0.353,)}
+    out = Augment(rotation=10, **grey)(x, torch.Generator().manual_seed(0))
+    assert out.shape == (4, 1, 28, 28) and out.dtype == torch.float32
+    plain = Augment(crop_padding=0, flip=False, **grey)(x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(plain, (x.float() / 255 - 0.286) / 0.353, rtol=0, atol=1e-6)  # the one channel's own statistics
+    assert not torch.allclose(out, plain)  # cropped, flipped, rotated
 
 
 def test_cpu_generator_drives_augmentation_of_any_device_batch():
     x = batch()
     g = torch.Generator().manual_seed(5)
+    state = g.get_state()
     out = Augment(rotation=15)(x.to("cpu"), g)  # same code path as a CUDA batch with a CPU generator
-    assert torch.isfinite(out).all()
+    assert not torch.equal(g.get_state(), state)  # the draws came from this generator
+    assert torch.equal(out, Augment(rotation=15)(x, torch.Generator().manual_seed(5)))
+    assert not torch.equal(out, Augment(rotation=15)(x, torch.Generator().manual_seed(6)))
+    if torch.cuda.is_available():  # the same draws, so the same images on the GPU
+        on_gpu = Augment(rotation=15)(x.cuda(), torch.Generator().manual_seed(5))
+        torch.testing.assert_close(on_gpu.cpu(), out, rtol=0, atol=1e-5)
 
 
 def test_device_loader_epochs():
@@ -151,15 +161,39 @@ def test_balanced_sampling_is_roughly_uniform(synthetic_lt):
     freq = torch.bincount(y[idx], minlength=10).float() / 20000
     assert torch.all((freq - 0.1).abs() < 0.015)
     assert set(idx[y[idx] == 9].tolist()) == set(torch.nonzero(y == 9).flatten().tolist())
-    x = torch.zeros(len(y), 1, 2, 2, dtype=torch.uint8)
-    loader = DeviceLoader(x, y, 256, balanced=True, mean=(0,), std=(1,))
-    targets = torch.cat([t for _, t in loader])
-    assert len(targets) == len(y)
-    assert torch.bincount(targets, minlength=10).min() > 0.5 * len(y) / 10
+    counts = torch.bincount(y, minlength=10)
+    assert counts[0] > 50 * counts[9]  # a long tail to balance
+
+    # the loader: each epoch len(y) draws; over 10 epochs every class near 1/10, each image the
+    # index of its own class (x holds the index, so a batch's inputs name the images drawn)
+    index = torch.arange(len(y))
+    x = torch.stack([index // 256, index % 256]).T.reshape(-1, 2, 1, 1).to(torch.uint8)
+    loader = DeviceLoader(x, y, 256, balanced=True, augment=Augment(crop_padding=0, flip=False, mean=(0, 0),
+                                                                     std=(1 / 255, 1 / 255)), seed=0)
+    drawn = []
+    for epoch in range(10):
+        loader.set_epoch(epoch)
+        epoch_draws = [(inputs.round().long(), targets) for inputs, targets in loader]
+        picked = torch.cat([i[:, 0, 0, 0] * 256 + i[:, 1, 0, 0] for i, _ in epoch_draws])
+        targets = torch.cat([t for _, t in epoch_draws])
+        assert len(picked) == len(y) and torch.equal(y[picked], targets)
+        drawn.append(picked)
+    drawn = torch.cat(drawn)
+    freq = torch.bincount(y[drawn], minlength=10).float() / len(drawn)
+    assert torch.all((freq - 0.1).abs() < 0.02), freq  # the long-tailed share of class 0 is 0.4
+    tail = torch.nonzero(y == 9).flatten()
+    per_image = torch.bincount(drawn, minlength=len(y))[tail].float()
+    assert per_image.min() > 0.5 * per_image.mean()  # within a class, each image alike
+    shuffled = DeviceLoader(x, y, 256, mean=(0, 0), std=(1, 1))
+    assert torch.equal(torch.bincount(torch.cat([t for _, t in shuffled]), minlength=10), counts)
+
     sampler = BalancedSampler(y.numpy(), seed=0)
     assert len(list(sampler)) == len(y)
     sampler.set_epoch(0)
     assert list(sampler) == list(BalancedSampler(y.numpy(), seed=0))
+    sampler = BalancedSampler(y.numpy(), num_samples=20000, seed=1)
+    freq = torch.bincount(y[list(sampler)], minlength=10).float() / 20000
+    assert torch.all((freq - 0.1).abs() < 0.015), freq
 
 
 def test_loader_rejects_bad_input():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fake_images, planes, write_idx, write_python2_pickle
+from data_files import fake_images, planes, write_idx, write_python2_pickle
 
 from bvkit.data import data_root, list_sources, load_source, read_idx, sources
 from bvkit.data.safe_pickle import load_pickle

@@ -173,7 +173,6 @@ def test_unknown_loss_is_refused_by_argparse(run_cli, study):
 
 
 def test_cli_writes_parquet_beside_the_csvs_when_pyarrow_is_there(run_cli, study, tmp_path):
-    pytest.importorskip("pyarrow")
     out = tmp_path / "pq"
     code, stdout, stderr = run_cli("decompose", study, "--loss", "all", "--reference", "ce",
                                    "--bootstrap", "10", "--out", out)

@@ -1,11 +1,10 @@
 """Cross-check against mlxtend's ``bias_variance_decomp`` (0-1 loss) on the same predictions."""
 
+import mlxtend.evaluate as mlxtend_evaluate
 import numpy as np
 import pytest
 
 import bvkit.decomposition as bd
-
-mlxtend_evaluate = pytest.importorskip("mlxtend.evaluate")
 
 
 class RecordingNearestCentroid:

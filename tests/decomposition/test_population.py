@@ -30,7 +30,7 @@ TINY = {"error": [0.44, 0.36], "bias": [0.26, 0.30], "variance": [0.18, 0.06],
 
 
 def test_squared_corrections_by_hand():
-    terms = P.squared_population_terms(TINY_LABELS, probs=TINY_PROBS)
+    terms = P.population_terms(TINY_LABELS, probs=TINY_PROBS, loss="squared")
     assert set(terms) == set(P.POPULATION_COLUMNS)
     for col, expected in TINY.items():
         np.testing.assert_allclose(terms[col], expected, atol=1e-6, err_msg=col)  # float32 kernel
@@ -38,7 +38,7 @@ def test_squared_corrections_by_hand():
 
 def test_squared_from_logits_equals_from_probs():
     logits = np.log(TINY_PROBS) + 3.0  # a shift per row does not change the softmax
-    a = P.squared_population_terms(TINY_LABELS, logits=logits)
+    a = P.population_terms(TINY_LABELS, logits=logits, loss="squared")
     for col, expected in TINY.items():
         np.testing.assert_allclose(a[col], expected, atol=1e-6)
 
@@ -48,7 +48,7 @@ def test_identity_and_plugin_match_terms():
     rng = np.random.default_rng(1)
     logits = rng.standard_normal((4, 30, 5)) * 2
     labels = rng.integers(0, 5, 30)
-    sq = P.squared_population_terms(labels, logits=logits)
+    sq = P.population_terms(labels, logits=logits, loss="squared")
     np.testing.assert_allclose(sq["bias"] + sq["variance"], sq["error"], atol=1e-12)
     np.testing.assert_allclose(sq["bias_plugin"] + sq["variance_plugin"], sq["error"],
                                atol=1e-12)
@@ -56,7 +56,7 @@ def test_identity_and_plugin_match_terms():
     for col in ("error", "bias", "variance"):
         np.testing.assert_allclose(sq[col if col == "error" else f"{col}_plugin"], ref[col],
                                    atol=2e-6)
-    ce = P.cross_entropy_population_terms(labels, logits=logits)
+    ce = P.population_terms(labels, logits=logits, loss="cross-entropy")
     np.testing.assert_allclose(ce["bias"] + ce["variance"], ce["error"], atol=1e-5)
     ref = cross_entropy_terms(labels, logits=logits)
     for col in ("error", "bias", "variance"):
@@ -70,7 +70,7 @@ def test_jackknife_correction_of_the_squared_terms_is_the_closed_form():
     rng = np.random.default_rng(2)
     probs = rng.dirichlet(np.ones(4), size=(6, 10))
     labels = rng.integers(0, 4, 10)
-    full = P.squared_population_terms(labels, probs=probs)
+    full = P.population_terms(labels, probs=probs, loss="squared")
     pbar = probs.mean(axis=0)
     variance = ((probs - pbar) ** 2).sum(axis=2).mean(axis=0)
     bias = ((pbar - np.eye(4)[labels]) ** 2).sum(axis=1)
@@ -147,10 +147,10 @@ def test_two_models_warn_and_one_is_refused():
         P.jackknife(lambda keep: keep.size, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        P.squared_population_terms(labels, probs=probs[:2])  # point estimates: fine at D = 2
+        P.population_terms(labels, probs=probs[:2], loss="squared")  # point estimates: fine at D = 2
         P.jackknife(lambda keep: keep.size, 3)
     with pytest.raises(BvkitError, match="at least 2 models"):
-        P.squared_population_terms(labels, probs=probs[:1])
+        P.population_terms(labels, probs=probs[:1], loss="squared")
     with pytest.raises(BvkitError, match="at least 2 models"):
         P.jackknife(lambda keep: keep.size, 1)
     with pytest.raises(BvkitError, match="at least 2 models"):

@@ -151,6 +151,55 @@ def test_ride_loss_against_formula(epoch, form):
     assert pair({"expert_logits": expert_logits}, y).item() == pytest.approx(want_pair, rel=1e-6)
 
 
+def ride_reference_torch(expert_logits, mean_logits, y, counts, lam, epoch, drw_epoch=160):
+    """``ride_reference`` (diversity="mean") in torch float64, for its gradients; the diversity
+    term's target ``softmax(mean_logits / T)`` is a constant (detached), as the reference code's
+    ``torch.no_grad()`` makes it."""
+    on = epoch >= drw_epoch
+    T = torch.as_tensor(diversity_temperatures(counts, 0.05, 1.0, "code") if on else np.ones(len(counts)))
+    w = torch.as_tensor(class_balanced_weights(counts) if on else np.ones(len(counts)))[y]
+    margin = 30 * torch.as_tensor(ldam_margins(counts))[y]
+    target = torch.log_softmax(mean_logits.detach() / T, -1)
+    total = 0.0
+    for z in expert_logits:
+        shifted = z - torch.nn.functional.one_hot(y, len(counts)) * margin[:, None]
+        ce = -torch.log_softmax(shifted, -1).gather(1, y[:, None])[:, 0]
+        log_p = torch.log_softmax(z / T, -1)
+        kl = (target.exp() * (target - log_p)).sum(-1).mean()
+        total = total + (w * ce).sum() / w.sum() + lam * T.mean() ** 2 * kl
+    return total
+
+
+@pytest.mark.parametrize("epoch", [0, 160])
+def test_ride_diversity_target_is_a_constant_the_mean_logits_get_no_gradient(epoch):
+    """The diversity term pulls each expert against the experts' mean held constant (the
+    reference code's ``no_grad``): no gradient reaches the mean logits the model hands over, and
+    each expert's gradient is that of its own softmax against a fixed target.
+
+    (Through the target the gradient would vanish anyway when the target is exactly the softmax
+    of the experts' mean logits: that is the normalised geometric mean of their softmaxes, where
+    sum_i KL(q || p_i) is stationary in q. So the test hands the loss mean logits as a leaf of
+    their own, nudged off the experts' mean, where a gradient through the target would show.)"""
+    gen = torch.Generator().manual_seed(4)
+    expert_logits = (3 * torch.randn(3, 8, 4, generator=gen, dtype=torch.float64)).requires_grad_()
+    y = torch.tensor([0, 1, 2, 3, 0, 0, 1, 3])
+    loss = create_loss("ride", COUNTS)
+    loss.set_epoch(epoch)
+    nudged = (expert_logits.detach().mean(0) + torch.randn(8, 4, generator=gen, dtype=torch.float64)).requires_grad_()
+    for mean_logits in (expert_logits.mean(0), nudged):  # RideNet's own (in the graph), and a leaf
+        got, to_mean = torch.autograd.grad(loss({"expert_logits": expert_logits, "logits": mean_logits}, y),
+                                           (expert_logits, mean_logits), allow_unused=True)
+        (want,) = torch.autograd.grad(ride_reference_torch(expert_logits, mean_logits, y, COUNTS, -0.45, epoch),
+                                      expert_logits)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)  # the loss keeps float32 buffers (margins)
+        assert to_mean is None or not to_mean.any(), "the diversity target passed a gradient to the mean logits"
+    # the diversity term alone at T = 1, against the constant q: lambda (p_i - q) / B for expert i
+    z = expert_logits.detach().requires_grad_()
+    (g,) = torch.autograd.grad(create_loss("ride", COUNTS, drw_epoch=None).diversity_term(z, nudged), z)
+    q = torch.softmax(nudged.detach(), -1)
+    torch.testing.assert_close(g, -0.45 * (torch.softmax(z.detach(), -1) - q) / 8, rtol=1e-9, atol=1e-12)
+
+
 def test_lambda_zero_is_no_diversity_term_not_a_collaborative_loss():
     gen = torch.Generator().manual_seed(2)
     expert_logits = 10 * torch.randn(3, 8, 4, generator=gen, dtype=torch.float64)

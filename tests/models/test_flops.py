@@ -5,6 +5,8 @@ import json
 import pytest
 import torch
 
+from analytic_flops import bbn_extra_macs, resnet32_macs
+
 from bvkit.cli import main
 from bvkit.errors import BvkitError
 from bvkit.models import RoutedRide, count_flops, create_model
@@ -26,6 +28,19 @@ def test_paper_numbers():
     assert 0 < routed["router_mflops"] < 0.01
     assert count_flops("ride-resnet32", num_experts=2)["mflops"] == pytest.approx(75.7, abs=0.2)
     assert count_flops("ride-resnet32", num_experts=4)["mflops"] == pytest.approx(126.9, abs=0.2)
+
+
+@pytest.mark.parametrize("width, blocks, classes, size, in_channels",
+                         [(16, 5, 100, 32, 3), (4, 1, 10, 32, 3), (8, 2, 7, 32, 1), (4, 3, 10, 28, 1)])
+def test_the_counter_gives_the_hand_derived_compute(width, blocks, classes, size, in_channels):
+    """count_flops walks the model; tests/analytic_flops.py adds up the architecture by hand."""
+    kw = {"num_classes": classes, "width": width, "blocks": blocks, "in_channels": in_channels, "input_size": size}
+    macs = resnet32_macs(width, blocks, classes, size, in_channels)
+    assert count_flops("resnet32", **kw)["mflops"] * 1e6 == pytest.approx(macs, abs=1e-3)
+    assert count_flops("bbn-resnet32", **kw)["mflops"] * 1e6 == pytest.approx(
+        macs + bbn_extra_macs(width, blocks, classes, size), abs=1e-3)
+    if (width, blocks, classes) == (16, 5, 100):
+        assert macs == 69_474_560  # the RIDE paper's ResNet-32: 69.47
 
 
 def test_model_instances_and_imagenet():

@@ -29,14 +29,19 @@ def frames(effects, counts=COUNTS, recipes=None, noise=0.3, seed=0):
         samples.append(pd.DataFrame({"method": method, "loss": "squared",
                                      "sample": np.arange(labels.size), "class": labels,
                                      **values, "error": values["bias"] + values["variance"]}))
-    per_sample = pd.concat(samples, ignore_index=True)
+    return study_frames(pd.concat(samples, ignore_index=True), counts, recipes)
+
+
+def study_frames(per_sample, counts=COUNTS, recipes=None):
+    """StudyFrames of these per-sample values: their class and split means (reference ``ce``)."""
+    split = shot_splits(counts)
+    methods = list(dict.fromkeys(per_sample["method"]))
     per_class = per_sample.groupby(["method", "loss", "class"], as_index=False, sort=False)[
         ["accuracy", "error", "bias", "variance"]].mean()
     per_class["train_count"] = counts[per_class["class"]]
     per_class["split"] = split[per_class["class"]]
     per_class["n_test"] = TEST
     per_split = per_class.groupby(["method", "loss", "split"], as_index=False)[["accuracy"]].mean()
-    methods = ["ce", *effects]
     return StudyFrames(directory=None, loss="squared", reference="ce", per_sample=per_sample,
                        per_class=per_class, per_split=per_split, split_differences=None,
                        split_accuracy=None, metrics=None, expert_usage=None,
@@ -91,10 +96,28 @@ def test_one_failing_method_or_split_fails_the_claim():
 
 
 def test_no_difference_is_inconclusive():
-    table = claims_table(frames({"ldam": {}, "ride": {}}, noise=0.3), bootstrap=200)
-    assert set(verdicts(table).values()) <= {INCONCLUSIVE, FAILS}
+    # methods whose samples are the reference's own, shuffled within each class: every class
+    # mean, so every estimated difference, is exactly 0, while the paired bootstrap resamples a
+    # real spread (noise 0.3): each claim, and each quantity under it, is inconclusive
+    reference = frames({}, noise=0.3).per_sample
+    shuffled = []
+    for method, seed in (("ldam", 1), ("ride", 2)):
+        permuted = reference.groupby("class", group_keys=False).sample(frac=1, random_state=seed)
+        assert (permuted["class"].to_numpy() == reference["class"].to_numpy()).all()
+        terms = ("accuracy", "bias", "variance", "error")
+        shuffled.append(reference.assign(method=method, **{t: permuted[t].to_numpy() for t in terms}))
+    study = study_frames(pd.concat([reference, *shuffled], ignore_index=True))
+    table = claims_table(study, bootstrap=200)
+    assert verdicts(table) == dict.fromkeys(range(1, 7), INCONCLUSIVE)
     tested = table[table["claim"] <= 6]
-    assert (tested["result"] == INCONCLUSIVE).mean() > 0.7  # 95% intervals mostly cover 0
+    assert (tested["result"] == INCONCLUSIVE).all() and np.allclose(tested["estimate"], 0, atol=1e-12)
+    assert ((tested["lo"] < -0.01) & (tested["hi"] > 0.01)).all()  # intervals of real width
+
+    # independent noise and no effect: a quantity fails only by chance (95% intervals), a claim
+    # never holds
+    noisy = claims_table(frames({"ldam": {}, "ride": {}}, noise=0.3), bootstrap=200)
+    assert HOLDS not in verdicts(noisy).values()
+    assert (noisy.loc[noisy["claim"] <= 6, "result"] == INCONCLUSIVE).mean() > 0.7
     tiny = claims_table(frames({"ldam": {}, "ride": {}}, noise=0.0), bootstrap=50)
     # identical methods: every interval is [0, 0]
     assert (tiny.loc[tiny["claim"] <= 6, "result"] == INCONCLUSIVE).all()

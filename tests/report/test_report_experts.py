@@ -47,7 +47,7 @@ options = { "loss_kwargs.diversity_weight" = 0.0 }
 N_EXPERTS = 3
 
 
-def fake_train(method, dataset, out, *, train_indices, seed=0, overrides=None, imbalance=100.0,
+def fake_train(method, dataset, out, *, train_indices, seed=0, overrides=None, recipe=None, imbalance=100.0,
                profile="exp", data_root=None, n_max=None, **_):
     """A numpy stand-in for RIDE with 3 experts: the collaborative arm's experts nearly agree
     (low diversity), the arm without a diversity term has a weaker signal (more bias)."""

@@ -1,39 +1,11 @@
 import os
 import sys
-from pathlib import Path
 
 import pytest
 from interrupts import interrupt_after_checkpoint
+from study_helpers import HERE, REPO, SPEC
 
-HERE = Path(__file__).parent
-REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))  # fake_runner, for in-process runs and (via PYTHONPATH) subprocesses
-
-SPEC = """\
-name = "tiny"
-
-[data]
-dataset = "synthetic-lt"
-imbalance = 10.0
-
-[subsets]
-scheme = "redraw"
-count = 3
-seed = 0
-
-[train]
-epochs = 2
-device = "cpu"
-
-[[methods]]
-name = "CE"
-method = "ce"
-
-[[methods]]
-name = "RIDE-2"
-method = "ride"
-options = { model_kwargs = { num_experts = 2 } }
-"""
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ def train_on_dask_worker(method, dataset, out, **kwargs):
     return train(method, dataset, out, _log=where, **kwargs)
 
 
-def train(method, dataset, out, *, train_indices, seed=0, device="auto", overrides=None, imbalance=100.0,
+def train(method, dataset, out, *, train_indices, seed=0, device="auto", overrides=None, recipe=None, imbalance=100.0,
           profile="exp", data_root=None, n_max=None, stage_one=None, keep_stage_one=False, _log=None):
     out = Path(out)
     if os.environ.get("FAKE_LOG"):

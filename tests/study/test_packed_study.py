@@ -41,7 +41,7 @@ def test_spec_reads_pack_settings_and_rejects_bad_ones():
     assert spec.method("ce").pack == "always" and spec.method("ce").pack_size == 2
     from bvkit.study.planning import plan_runs
 
-    subsets = [np.arange(20)] * 2
+    subsets = [np.arange(20)] * spec.n_subsets
     never = parse_spec(SPEC.replace('pack = "always"', 'pack = "never"'))
     assert [t.run_id for t in plan_runs(spec, subsets)] == [t.run_id for t in plan_runs(never, subsets)]  # packing never changes a run's id
     with pytest.raises(BvkitError, match="pack"):

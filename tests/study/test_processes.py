@@ -11,12 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from bvkit.study import run_study, store
 from bvkit.study.planning import planned_runs
 
-from conftest import REPO
+from study_helpers import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +86,6 @@ def test_sigkill_mid_study_then_resume(spec_file, tmp_path, fake_env, monkeypatc
 
 
 def test_sigterm_stops_a_two_job_study_like_ctrl_c_then_resume(spec_file, tmp_path, fake_env, monkeypatch):
-    psutil = pytest.importorskip("psutil")
     monkeypatch.setenv("FAKE_SLEEP", "0.6")
     out = tmp_path / "study"
     process = study_cli("run", spec_file, "--out", out, "--jobs", "2", start_new_session=True)
@@ -141,7 +141,8 @@ def test_two_processes_train_each_shared_backbone_once(spec_file, tmp_path, fake
 
 
 def test_dask_backend_on_a_local_cluster(spec_file, tmp_path, fake_env):
-    distributed = pytest.importorskip("distributed")
+    import distributed
+
     out = tmp_path / "study"
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False, host="127.0.0.1",
                                   protocol="tcp", dashboard_address=None) as cluster:
@@ -155,7 +156,6 @@ def test_dask_backend_on_a_local_cluster(spec_file, tmp_path, fake_env):
 
 
 def test_dask_backend_starts_its_own_cluster(spec_file, tmp_path, fake_env):
-    pytest.importorskip("distributed")
     out = tmp_path / "study"
     counts = run_study(spec_file, out, jobs=1, backend="dask", run_function="fake_runner:train_on_dask_worker",
                        log=lambda m: None)
@@ -165,15 +165,17 @@ def test_dask_backend_starts_its_own_cluster(spec_file, tmp_path, fake_env):
     assert all("Dask Worker" in c["process"] for c in calls), calls
 
 
-def test_cli_run_with_two_jobs_then_status_and_bad_input(spec_file, tmp_path, fake_env, capsys):
+def test_cli_run_with_two_jobs_then_status_and_bad_input(spec_file, tmp_path, fake_env, capsys, monkeypatch):
     from bvkit.cli import main
 
+    monkeypatch.setenv("FAKE_SLEEP", "0.5")  # long enough that the second worker is up before the queue empties
     out = tmp_path / "study"
     run = study_cli("run", spec_file, "--out", out, "--jobs", "2")
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 0 and "6 trained, 0 cached, 0 failed" in stdout, stderr
     assert_complete(out)
-    assert len({c["pid"] for c in executions(fake_env)}) >= 1
+    pids = [c["pid"] for c in executions(fake_env)]
+    assert len(set(pids)) == 2 and run.pid not in pids, pids  # two worker processes, neither the CLI's own
     assert main(["study", "status", str(out)]) == 0
     assert capsys.readouterr().out.startswith("tiny: 6 runs: 6 done")
 

@@ -37,7 +37,6 @@ options = { "model_kwargs.num_experts" = 2 }
 
 
 def test_tiny_real_study_trains_gathers_and_caches(tmp_path, monkeypatch):
-    pytest.importorskip("torch")
     monkeypatch.delenv("BVKIT_STUDY_RUNNER", raising=False)
     spec = tmp_path / "spec.toml"
     spec.write_text(SPEC)
@@ -97,7 +96,6 @@ def test_tiny_real_study_trains_gathers_and_caches(tmp_path, monkeypatch):
 def test_the_papers_other_baselines_run_as_study_methods(tmp_path, monkeypatch):
     """BBN and LFME train through their own procedures inside a study, each run on its own
     subset, and their predictions decompose like any other method's."""
-    pytest.importorskip("torch")
     monkeypatch.delenv("BVKIT_STUDY_RUNNER", raising=False)
     head, _, _ = SPEC.partition("[[methods]]")
     spec = tmp_path / "spec.toml"
@@ -221,7 +219,8 @@ def test_an_interrupted_study_resumes_without_retraining_its_backbone(tmp_path, 
 
 
 def test_tensorboard_in_a_spec_logs_every_run_and_keeps_the_run_ids(tmp_path, monkeypatch):
-    accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.backend.event_processing import event_accumulator as accumulator
+
     from bvkit.study.planning import plan_runs
     from bvkit.study.spec import load_spec
 

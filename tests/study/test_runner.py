@@ -207,7 +207,8 @@ def test_status_and_load_study(spec_file, tmp_path, counting):
 
 
 def test_study_decompose_calls_bvkit_decompose(spec_file, tmp_path, counting):
-    decompose = pytest.importorskip("bvkit.decomposition").decompose
+    from bvkit.decomposition import decompose
+
     out = tmp_path / "study"
     run_study(spec_file, out, run_function=counting, log=quiet)
     result = load_study(out).decompose(loss="squared")
@@ -281,3 +282,30 @@ def test_status_of_a_study_with_no_run_finished_yet(spec_file, tmp_path, countin
     table = status_table(out)
     assert table.splitlines()[0] == "tiny: 6 runs: 6 pending"
     assert all(len(line.split()) >= 5 for line in table.splitlines()[2:])
+
+
+def test_a_run_trains_its_planned_recipe_on_the_long_tailed_set_of_the_specs_data_seed(spec_file, tmp_path,
+                                                                                        monkeypatch):
+    """The recipe resolved when the spec was read is what the trainer gets (not resolved again),
+    and the long-tailed set a worker loads is drawn with the spec's data seed, as the subsets were
+    (before, the workers drew it with seed 0 whatever the spec said)."""
+    from bvkit.train import run as run_module
+
+    seen = []
+
+    class Result:
+        metrics = {}
+
+    monkeypatch.setattr(run_module, "train", lambda method, data, **kwargs: seen.append((method, data, kwargs)) or Result())
+    text = spec_file.read_text().replace("[data]\n", "[data]\nseed = 3\n")
+    assert text != spec_file.read_text()
+    spec = parse_spec(text)
+    data, subsets = planning.make_subsets(spec)
+    assert data.seed == 3
+    task = plan_runs(spec, subsets)[0]
+    execution.train_subset(task.method, spec.data.dataset, tmp_path, train_indices=subsets[0], **task.kwargs)
+    method, trained_on, kwargs = seen[0]
+    assert method is task.recipe and not set(kwargs) & set(task.overrides)  # no second resolution
+    assert trained_on.seed == 3 and np.array_equal(trained_on.train_indices, subsets[0])
+    assert np.array_equal(trained_on.counts, data.counts)
+    execution._long_tailed.cache_clear()

@@ -6,7 +6,7 @@ from bvkit.errors import BvkitError
 from bvkit.pipeline import demo_spec_path
 from bvkit.study.spec import load_spec, parse_spec
 
-from conftest import REPO, SPEC
+from study_helpers import REPO, SPEC
 
 BASE = """
 [data]

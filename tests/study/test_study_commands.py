@@ -7,7 +7,6 @@ from bvkit.study import load_study
 
 @pytest.mark.slow
 def test_demo_wiring_with_the_fake_trainer(tmp_path, fake_env, capsys):
-    pytest.importorskip("bvkit.report")
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--jobs", "1"]) == 0
     printed = capsys.readouterr().out

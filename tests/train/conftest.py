@@ -1,12 +1,10 @@
 import pytest
 import torch
-from interrupts import interrupt_after_checkpoint  # noqa: F401  (the tests import it from here)
+from train_helpers import TINY
 
 # The test machine's 2 cores are shared: one intra-op thread avoids oversubscription stalls
 # (measured: a tiny training step takes ~0.06 s with 1 thread, 0.3-0.9 s with 2 under load).
 torch.set_num_threads(1)
-
-TINY = {"model_kwargs.width": 4, "model_kwargs.blocks": 1, "batch_size": 64, "val_per_class": 5}
 
 
 @pytest.fixture(scope="session")

@@ -4,12 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, interrupt_after_checkpoint
+from interrupts import interrupt_after_checkpoint
+from train_helpers import TINY
 
 from bvkit.errors import BvkitError
 from bvkit.train import train
 from bvkit.train.checkpoint import load_checkpoint, save_checkpoint
-from bvkit.train.metrics import expert_usage_by_split, per_class_accuracy, split_accuracy
+from bvkit.data.profiles import per_class_accuracy, split_accuracy
+from bvkit.train.metrics import expert_usage_by_split
 
 
 def test_checkpoint_round_trip_loads_with_weights_only(tmp_path):
@@ -63,12 +65,16 @@ def test_split_accuracy_is_the_mean_of_class_accuracies_and_none_when_empty():
     acc = per_class_accuracy(preds, labels, 4)
     np.testing.assert_allclose(acc[:3], [0.75, 0.5, 0.0])
     assert np.isnan(acc[3])  # no test sample of class 3
-    splits = np.array(["many", "many", "few", "few"])
-    result = split_accuracy(acc, splits)
+    counts = np.array([200, 150, 10, 5])  # many, many, few, few at the default 100 / 20
+    result = split_accuracy(preds, labels, counts)
     assert result["all"] == pytest.approx(1.25 / 3)
     assert result["many"] == pytest.approx(0.625)
     assert result["few"] == 0.0
     assert result["medium"] is None
+    moved = split_accuracy(preds, labels, counts, many=160, few=8)  # class 1 medium, class 2 too
+    assert moved["many"] == 0.75 and moved["medium"] == pytest.approx(0.25) and moved["few"] is None
+    with pytest.raises(BvkitError, match="few <= many"):
+        split_accuracy(preds, labels, counts, many=10, few=50)
 
 
 def test_expert_usage_shares_per_split():

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import interrupt_after_checkpoint
+from interrupts import interrupt_after_checkpoint
 from PIL import Image
 
 from bvkit.cli import main

@@ -11,6 +11,7 @@ import json
 import pytest
 import torch
 from torch import nn
+from train_helpers import TINY
 
 from bvkit.cli import main
 from bvkit.errors import BvkitError
@@ -19,8 +20,7 @@ from bvkit.methods import create_method
 from bvkit.models import create_model
 from bvkit.study.spec import parse_spec
 from bvkit.train import devices, loop
-from bvkit.train.devices import (RUN_PRECISION, autocast, cpu_flags, fast_bf16, float_outputs, resolve_precision,
-                                 use_precision)
+from bvkit.train.devices import autocast, cpu_flags, fast_bf16, float_outputs, resolve_precision
 from bvkit.train.loop import train_step
 
 CPU = torch.device("cpu")
@@ -94,15 +94,19 @@ def test_a_spec_takes_precision_and_refuses_a_bad_one():
 # ---------------------------------------------------------------- what runs in bf16
 
 
-def test_autocast_follows_the_run_precision():
+def test_autocast_follows_the_run_precision(cpu_bf16):
     conv = nn.Conv2d(3, 4, 3)
     x = torch.randn(2, 3, 8, 8)
-    assert RUN_PRECISION.get() == "fp32"  # outside a run: float32
-    with autocast(CPU):
+    assert conv(x).dtype == torch.float32  # outside a run: float32
+    with autocast(CPU, "fp32"):
         assert conv(x).dtype == torch.float32
-    with use_precision("bf16"), autocast(CPU):
+    with autocast(CPU, "bf16"):
         assert conv(x).dtype == torch.bfloat16
-    assert RUN_PRECISION.get() == "fp32"
+    for fast, dtype in ((True, torch.bfloat16), (False, torch.float32)):  # auto: as resolve_precision
+        cpu_bf16(fast)
+        with autocast(CPU, "auto"):
+            assert conv(x).dtype == dtype
+    assert conv(x).dtype == torch.float32  # nothing outlives the block
 
 
 def _trained_a_little(name, **kwargs):
@@ -121,7 +125,7 @@ def test_bf16_outputs_match_float32_within_bf16_tolerance(name, kwargs):
     x = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         reference = model(x)
-        with use_precision("bf16"), autocast(CPU):
+        with autocast(CPU, "bf16"):
             out = model(x)
     assert out.dtype == torch.float32  # the heads run in float32: logits are not rounded to bf16
     scale = (reference.max() - reference.min()).item()
@@ -141,11 +145,11 @@ def test_rides_auto_mode_groups_its_experts_in_bf16_and_splits_them_in_float32(m
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         split = model(x)
-        with use_precision("bf16"), autocast(CPU):
+        with autocast(CPU, "bf16"):
             grouped = model(x)
     assert modes == [True, False]
     model.expert_mode = "split"  # the same numbers either way, within bf16 tolerance
-    with torch.no_grad(), use_precision("bf16"), autocast(CPU):
+    with torch.no_grad(), autocast(CPU, "bf16"):
         torch.testing.assert_close(model(x), grouped, rtol=0, atol=0.03 * (split.max() - split.min()).item())
 
 
@@ -168,8 +172,7 @@ def test_a_bf16_step_computes_the_loss_in_float32_outside_autocast():
     model.shared.stem[0].register_forward_hook(conv_dtype)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))
-    with use_precision("bf16"):
-        train_step(model.forward_experts, loss, optimizer, x, y, CPU)
+    train_step(model.forward_experts, loss, optimizer, x, y, CPU, "bf16")
     assert seen["conv"] == torch.bfloat16  # the network ran in bf16 ...
     assert set(seen["dtypes"].values()) == {torch.float32} and not seen["autocast"]  # ... the loss did not
     assert seen["loss"] == torch.float32
@@ -202,9 +205,8 @@ def test_a_few_bf16_steps_follow_the_float32_loss_curve():
         torch.manual_seed(0)
         model = create_model("resnet32", 10, **SMALL).train()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        with use_precision(precision):
-            curves[precision] = [train_step(model, nn.CrossEntropyLoss(), optimizer, x, y, CPU)[0].item()
-                                 for _ in range(6)]
+        curves[precision] = [train_step(model, nn.CrossEntropyLoss(), optimizer, x, y, CPU, precision)[0].item()
+                             for _ in range(6)]
     assert curves["fp32"][-1] < curves["fp32"][0]  # it learns
     for a, b in zip(curves["bf16"], curves["fp32"]):
         assert abs(a - b) <= 0.02 * b, curves
@@ -213,22 +215,19 @@ def test_a_few_bf16_steps_follow_the_float32_loss_curve():
 # ---------------------------------------------------------------- a run
 
 
-TINY = {"model_kwargs.width": 4, "model_kwargs.blocks": 1, "batch_size": 64, "val_per_class": 5}
-
-
 def test_a_run_records_its_precision_and_evaluates_in_it(tiny_data, cpu_bf16, monkeypatch):
     from bvkit.train import train
 
-    seen = []  # (run precision, gradients on) at every autocast the run enters
+    seen = []  # (precision, gradients on) at every autocast the run enters
     real = loop.autocast
-    monkeypatch.setattr(loop, "autocast",
-                        lambda device, **kw: seen.append((RUN_PRECISION.get(), torch.is_grad_enabled())) or real(device, **kw))
+    monkeypatch.setattr(loop, "autocast", lambda device, precision, **kw:
+                        seen.append((precision, torch.is_grad_enabled())) or real(device, precision, **kw))
     cpu_bf16(True)
     result = train("ce", tiny_data, device="cpu", epochs=1, **TINY)
     assert result.metrics["precision"] == "bf16"
     assert {precision for precision, _ in seen} == {"bf16"}
     assert {grad for _, grad in seen} == {True, False}  # training steps and predictions (validation, test)
-    assert RUN_PRECISION.get() == "fp32"  # the run's precision ended with it
+    assert nn.Conv2d(3, 4, 3)(torch.randn(2, 3, 8, 8)).dtype == torch.float32  # the run's precision ended with it
     cpu_bf16(False)
     assert train("ce", tiny_data, device="cpu", epochs=1, **TINY).metrics["precision"] == "fp32"
     assert train("ce", tiny_data, device="cpu", epochs=1, precision="bf16", **TINY).metrics["precision"] == "bf16"
@@ -239,7 +238,7 @@ def test_a_failing_run_leaves_no_precision_behind(tiny_data):
 
     with pytest.raises(BvkitError):
         train("ce", tiny_data, device="cpu", epochs=1, precision="bf16", **{**TINY, "model_kwargs.width": 0})
-    assert RUN_PRECISION.get() == "fp32"
+    assert not torch.is_autocast_enabled("cpu") and nn.Conv2d(3, 4, 3)(torch.randn(2, 3, 8, 8)).dtype == torch.float32
 
 
 def test_bvkit_train_takes_precision(tmp_path, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY
+from train_helpers import TINY
 
 from bvkit.train import train
 from bvkit.train.evaluation import append_snapshot, check_statistic, first_drop_epoch, snapshot_every

@@ -4,7 +4,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, interrupt_after_checkpoint
+from interrupts import interrupt_after_checkpoint
+from train_helpers import TINY
 
 from bvkit.train import train, validation_split
 from bvkit.train.checkpoint import load_checkpoint
@@ -35,8 +36,16 @@ def test_metrics_outputs_and_prediction_file(stage_one_dir, tiny_data):
         np.testing.assert_array_equal(npz["labels"], tiny_data.test.labels)
         np.testing.assert_array_equal(npz["train_counts"], tiny_data.counts)
         assert list(npz["class_names"]) == list(tiny_data.class_names)
-        acc = (npz["logits"][0].argmax(1) == npz["labels"]).mean()
-    assert 0 <= acc <= 1
+        hits = npz["logits"][0].argmax(1) == npz["labels"]
+        by_class = np.array([hits[npz["labels"] == c].mean() for c in range(n_classes)])
+    # metrics.json's accuracy is the prediction file's, by the documented rule: the mean of the
+    # classes' accuracies, a split's over its classes (60 .. 6 training images: classes 0-4 have
+    # 20 .. 100, medium; 5-9 fewer than 20, few; none more than 100, many)
+    np.testing.assert_array_equal(tiny_data.counts >= 20, np.arange(n_classes) < 5)
+    assert metrics["accuracy"]["all"] == pytest.approx(by_class.mean(), abs=1e-12)
+    assert metrics["accuracy"]["medium"] == pytest.approx(by_class[:5].mean(), abs=1e-12)
+    assert metrics["accuracy"]["few"] == pytest.approx(by_class[5:].mean(), abs=1e-12)
+    assert metrics["accuracy"]["many"] is None
     assert load_checkpoint(stage_one_dir / "checkpoint.pt")["epoch"] == 2
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from train_helpers import TINY
 
 from bvkit.cli import main
 from bvkit.errors import BvkitError

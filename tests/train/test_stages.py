@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from train_helpers import TINY
 
 from bvkit.train import train
 from bvkit.train.checkpoint import load_checkpoint

@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, interrupt_after_checkpoint
+from interrupts import interrupt_after_checkpoint
+from tensorboard.backend.event_processing import event_accumulator
+from train_helpers import TINY
 
 from bvkit.data.profiles import SPLITS, shot_splits
 from bvkit.errors import BvkitError
 from bvkit.train import train
 from bvkit.train.tensorboard import SCALARS, TENSORBOARD_DIR
-
-event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
 
 
 def read_scalars(log_dir) -> dict[str, list[tuple[int, float]]]:

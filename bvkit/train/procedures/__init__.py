@@ -9,7 +9,8 @@ exactly as for every other method. How each differs from its authors' code: ``do
 Helpers a procedure leans on:
 
 * ``env.run(phase, epochs)`` trains one :class:`bvkit.train.loop.Phase` with per-epoch
-  checkpoints and resume (a procedure has one such phase, index 0, the run's own);
+  checkpoints and resume (a procedure has one such phase, index 0, the run's own; it carries
+  its own ``validate``, ``checkpoint_extra`` and ``precision=env.precision``);
 * ``env.subrun(name, method, ...)`` trains a whole other recipe (a pre-trained classifier, an
   expert on a subset) as a nested run under ``out/name``, itself resumable.
 
@@ -66,12 +67,13 @@ class ProcedureEnv:
     in_channels: int
     seed: int
     device: torch.device
-    ctx: Any  # bvkit.train.loop.LoopContext
+    ctx: Any  # bvkit.train.loop.LoopContext: the run's
     train: Callable[..., Any]  # bvkit.train.train, for nested runs (subrun)
     payload: dict | None = None  # the run's checkpoint being resumed, if any
     out: Path | None = None
     progress: bool | None = None
     metrics: dict = field(default_factory=dict)  # extra keys for metrics.json
+    precision: str = "fp32"  # the run's (``bvkit.train.devices``): its phase's and every prediction's
 
     def options(self) -> dict:
         """The recipe's ``procedure_kwargs``."""
@@ -80,7 +82,7 @@ class ProcedureEnv:
     def run(self, phase, epochs: int) -> None:
         """Train ``phase`` for ``epochs`` epochs, resuming from the payload when it is this phase's."""
         start = resume_phase(phase, self.payload)
-        self.ctx.checkpoint_extra = {**self.ctx.checkpoint_extra, "stage_epochs": epochs}
+        phase.checkpoint_extra = {**phase.checkpoint_extra, "stage_epochs": epochs}
         run_phase(phase, epochs, self.ctx, start_epoch=start)
 
     def subrun(self, name: str, method: str | Recipe, *, train_indices=None, seed: int | None = None,

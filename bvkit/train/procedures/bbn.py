@@ -122,7 +122,9 @@ def bbn(env: ProcedureEnv) -> nn.Module:
         schedule=recipe_schedule(recipe, len(loader)), base_lr=recipe.lr, set_modes=model.train,
         logits_of=lambda output: output["logits"].repeat(2, 1),  # one prediction per (y_c, y_r) pair
         shard=False,  # a contiguous DDP shard would split the uniform half from the reversed one
+        validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes,
+                                           precision=env.precision),
+        precision=env.precision,
     )
-    env.ctx.validate = lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes)
     env.run(phase, recipe.epochs)
     return model

@@ -220,7 +220,7 @@ def _predict(model: nn.Module, x: torch.Tensor, env: ProcedureEnv) -> torch.Tens
     """``model``'s logits for uint8 images ``x`` in eval mode (its mode restored after)."""
     was_training = model.training
     model.eval()
-    logits = predict(model, x, env.normalizer, env.device)["logits"]
+    logits = predict(model, x, env.normalizer, env.device, precision=env.precision)["logits"]
     model.train(was_training)
     return logits
 
@@ -243,7 +243,7 @@ def _finite(value: float) -> float | None:
 @register_procedure("lfme")
 def lfme(env: ProcedureEnv) -> nn.Module:
     """Train one CE expert per class group, then the student distilled from them; return the student."""
-    recipe, options = env.recipe, _options(env)
+    options = _options(env)
     if len(env.val_set.y) == 0:
         raise BvkitError("lfme needs validation images for its self-paced expert selection")
     groups = class_groups(env.train_counts)
@@ -252,9 +252,27 @@ def lfme(env: ProcedureEnv) -> nn.Module:
         group_of_class[classes] = g
     train_labels = np.asarray(env.data.pool.labels)[env.train_idx]
     val_labels = env.val_set.y.cpu().numpy()
-    class_index = [torch.as_tensor(classes, device=env.device) for classes in groups.values()]
-    settings = {name: getattr(recipe, name) for name in EXPERT_SETTINGS}
+    experts, expert_accuracy, confidence, report = _train_experts(env, groups, group_of_class, train_labels,
+                                                                  val_labels)
+    model, loss = _train_student(env, options, groups, group_of_class, train_labels, val_labels, experts,
+                                 expert_accuracy, confidence)
+    for entry, student, weight in zip(report.values(), loss.student_accuracy.tolist(), loss.expert_weights()):
+        entry.update(student_val_accuracy=_finite(student), distill_weight=weight)
+    n_student = len(train_labels)
+    env.metrics.update(
+        grouping="shot-splits" if "many" in groups else "equal-class-thirds",
+        experts=report,
+        training_images_relative=(sum(entry["n_train"] for entry in report.values()) + n_student) / n_student,
+    )
+    return model
 
+
+def _train_experts(env: ProcedureEnv, groups: dict[str, np.ndarray], group_of_class: np.ndarray,
+                   train_labels: np.ndarray, val_labels: np.ndarray):
+    """One frozen ``ce`` expert per group (a nested run on its own K-class problem), in group
+    order; returns ``(experts, their validation accuracies, each training image's confidence
+    under its group's expert, report)``."""
+    settings = {name: getattr(env.recipe, name) for name in EXPERT_SETTINGS}
     experts, expert_accuracy, confidence, report = [], [], np.zeros(len(train_labels)), {}
     for g, (name, classes) in enumerate(groups.items()):
         members = np.flatnonzero(group_of_class[train_labels] == g)
@@ -276,7 +294,16 @@ def lfme(env: ProcedureEnv) -> nn.Module:
         report[name] = {"classes": classes.tolist(), "n_train": result.metrics["n_train"],
                         "train_seconds": result.metrics["train_seconds"],
                         "val_accuracy": _finite(expert_accuracy[-1])}
+    return experts, expert_accuracy, confidence, report
 
+
+def _train_student(env: ProcedureEnv, options: dict, groups: dict[str, np.ndarray], group_of_class: np.ndarray,
+                   train_labels: np.ndarray, val_labels: np.ndarray, experts: list[nn.Module],
+                   expert_accuracy: list[float], confidence: np.ndarray) -> tuple[nn.Module, LFMELoss]:
+    """The student trained on the whole set with CE + the experts' self-paced, curriculum
+    distillation; returns it with its loss (which holds the last weights and accuracies)."""
+    recipe = env.recipe
+    class_index = [torch.as_tensor(classes, device=env.device) for classes in groups.values()]
     model = build_model(recipe, env.num_classes, env.in_channels, env.seed, env.device)
     loss = LFMELoss(
         build_loss(recipe, env.train_counts, env.device), group_of_class, train_labels,
@@ -315,16 +342,7 @@ def lfme(env: ProcedureEnv) -> nn.Module:
     phase = Phase("lfme", 0, model, forward, loss, optimizer, loader, recipe_schedule(recipe, len(loader)),
                   recipe.lr, set_modes=model.train,
                   count_correct=False,  # targets are (label, position) pairs
-                  shard=False)  # the student is not DDP-wrapped: every rank runs the whole batch
-    env.ctx.validate = validate
+                  shard=False,  # the student is not DDP-wrapped: every rank runs the whole batch
+                  validate=validate, precision=env.precision)
     env.run(phase, recipe.epochs)
-
-    for entry, student, weight in zip(report.values(), loss.student_accuracy.tolist(), loss.expert_weights()):
-        entry.update(student_val_accuracy=_finite(student), distill_weight=weight)
-    n_student = len(train_labels)
-    env.metrics.update(
-        grouping="shot-splits" if "many" in groups else "equal-class-thirds",
-        experts=report,
-        training_images_relative=(sum(entry["n_train"] for entry in report.values()) + n_student) / n_student,
-    )
-    return model
+    return model, loss

@@ -77,9 +77,9 @@ class Translator:
     """
 
     def __init__(self, g: nn.Module, f: nn.Module, counts, mean, std, *, beta: float, lam: float,
-                 gamma: float, steps: int, step_size: float, noise_norm: float):
+                 gamma: float, steps: int, step_size: float, noise_norm: float, precision: str = "fp32"):
         device = next(f.parameters()).device
-        self.g, self.f = g, f
+        self.g, self.f, self.precision = g, f, precision
         self.counts = torch.as_tensor(counts, dtype=torch.float32, device=device)
         self.mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
@@ -129,7 +129,7 @@ class Translator:
         with torch.enable_grad():
             for _ in range(self.steps):
                 x = x.detach().requires_grad_(True)
-                with autocast(x.device):
+                with autocast(x.device, self.precision):
                     logits_g = _logits(self.g(self.normalize(x))).float()
                     logits_f = _logits(self.f(self.normalize(x))).float()
                 # sums: each image's gradient is its own (eval mode), the step normalises it
@@ -139,7 +139,7 @@ class Translator:
                 norm = grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
                 x = (x - self.step_size * grad / (norm + 1e-10)).clamp(0, 1)
         x = x.detach()
-        with torch.no_grad(), autocast(x.device):
+        with torch.no_grad(), autocast(x.device, self.precision):
             probs = torch.softmax(_logits(self.g(self.normalize(x))).float(), dim=1)
         self.g.train(modes[0])
         self.f.train(modes[1])
@@ -201,7 +201,7 @@ def m2m(env: ProcedureEnv) -> nn.Module:
 
     # f: its own initialisation and data order (the official f is a separate run from g)
     model = build_model(recipe, env.num_classes, env.in_channels, derive_seed(env.seed, 1), env.device)
-    translator = Translator(g, model, env.train_counts, env.augment.mean, env.augment.std,
+    translator = Translator(g, model, env.train_counts, env.augment.mean, env.augment.std, precision=env.precision,
                             **{k: options[k] for k in ("beta", "lam", "gamma", "steps", "step_size", "noise_norm")})
     gen_start = scale_epoch(options["gen_start"], recipe.epochs, recipe.reference_epochs)
     loader = M2mLoader(make_loader(env.train_set, recipe.batch_size, False, env.augment, derive_seed(env.seed, 2)),
@@ -210,14 +210,15 @@ def m2m(env: ProcedureEnv) -> nn.Module:
     loss = build_loss(recipe, env.train_counts, env.device)
     optimizer = make_optimizer(model.parameters(), recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
     phase = Phase("m2m", 0, model, ddp.wrap(model), loss, optimizer, loader, recipe_schedule(recipe, len(loader)),
-                  recipe.lr, set_modes=model.train)
+                  recipe.lr, set_modes=model.train, checkpoint_extra={"m2m_stats": translator.stats},
+                  validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes,
+                                                     precision=env.precision),
+                  precision=env.precision)
 
     payload = env.payload
     if payload is not None and payload.get("stage") == 0 and "m2m_stats" in payload:
         for key, value in payload["m2m_stats"].items():
             translator.stats[key].copy_(value)
-    env.ctx.checkpoint_extra = {**env.ctx.checkpoint_extra, "m2m_stats": translator.stats}
-    env.ctx.validate = lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes)
     env.run(phase, recipe.epochs)
     env.metrics.update(generation_metrics(translator, g, model, env.train_set.x.shape[-1], gen_start))
     if env.ctx.log is not None:

@@ -123,7 +123,8 @@ def class_centroids(model: nn.Module, env: ProcedureEnv) -> torch.Tensor:
     """Per-class mean of ``model.forward_features`` over the training set (eval mode, no
     augmentation), (C, d) on the model's device; the official ``centroids_cal``."""
     model.eval()
-    features = predict(model.forward_features, env.train_set.x, env.normalizer, env.device)["logits"]
+    features = predict(model.forward_features, env.train_set.x, env.normalizer, env.device,
+                       precision=env.precision)["logits"]
     labels = env.train_set.y.cpu()
     counts = torch.bincount(labels, minlength=env.num_classes)
     if (counts == 0).any():
@@ -197,8 +198,10 @@ def oltr(env: ProcedureEnv) -> nn.Module:
         loss=loss, optimizer=optimizer, loader=loader, schedule=schedule, base_lr=recipe.lr,
         set_modes=model.train,
         shard=False,  # not DDP-wrapped: every rank takes the whole batch, so the ranks stay identical
+        validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes,
+                                           precision=env.precision),
+        precision=env.precision,
     )
-    env.ctx.validate = lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes)
     env.run(phase, stage2_epochs)
     env.metrics.update(stage2_epochs=stage2_epochs, stage1_accuracy=stage_one.metrics["accuracy"])
     return model

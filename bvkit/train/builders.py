@@ -14,7 +14,7 @@ from bvkit.models import create_model
 from bvkit.train import ddp
 from bvkit.train.checkpoint import load_checkpoint, load_state
 from bvkit.train.loop import freeze
-from bvkit.train.schedule import Schedule, ride_schedule, scale_epoch
+from bvkit.train.schedule import Schedule, ride_schedule, time_map
 
 
 def build_model(recipe: Recipe, num_classes: int, in_channels: int, seed: int, device: torch.device) -> nn.Module:
@@ -37,7 +37,7 @@ def build_loss(recipe: Recipe, class_counts: np.ndarray, device: torch.device) -
     """The recipe's loss; its DRW / temperature-switch epoch scaled like the lr milestones."""
     kwargs = dict(recipe.loss_kwargs)
     if recipe.drw_epoch is not None:
-        kwargs.setdefault("drw_epoch", scale_epoch(recipe.drw_epoch, recipe.epochs, recipe.reference_epochs))
+        kwargs.setdefault("drw_epoch", recipe_time_map(recipe)(recipe.drw_epoch))
     elif recipe.loss.startswith("ride"):
         kwargs.setdefault("drw_epoch", None)  # RIDE losses: no DRW and no class-wise temperature
     return create_loss(recipe.loss, class_counts, **kwargs).to(device)
@@ -100,4 +100,12 @@ def recipe_schedule(recipe: Recipe, steps_per_epoch: int) -> Schedule:
         milestones=tuple(recipe.lr_milestones),
         factors=tuple(recipe.lr_factors),
         reference_epochs=recipe.reference_epochs,
+        scaling=recipe.schedule_scaling,
     )
+
+
+def recipe_time_map(recipe: Recipe):
+    """``epoch -> epoch``: the recipe's reference milestones moved to its epochs, by its
+    ``schedule_scaling`` rule (the lr drops, warm-up and DRW switch move together)."""
+    first = recipe.lr_milestones[0] if recipe.lr_milestones and recipe.schedule == "step" else None
+    return time_map(recipe.epochs, recipe.reference_epochs, first, recipe.schedule_scaling)

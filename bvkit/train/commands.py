@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bvkit.data.profiles import ALL, SPLITS
 from bvkit.errors import BvkitError
-from bvkit.methods import PRECISIONS
+from bvkit.methods import PRECISIONS, SCHEDULE_SCALINGS
 from bvkit.train.devices import DEVICE_NAMES
 
 
@@ -39,6 +39,10 @@ def register(subparsers) -> None:
     parser.add_argument("--precision",
                         help=f"{', '.join(PRECISIONS)}; auto (default): bf16 autocast where the CPU (AVX512-BF16, AMX) or GPU (Ampere+) "
                         "has fast bf16, else fp32; losses, BN statistics and the optimizer stay float32")
+    parser.add_argument("--schedule-scaling", choices=SCHEDULE_SCALINGS,
+                        help="how a run of other --epochs than the recipe's 200 moves its lr drops, warm-up and "
+                        "DRW switch: proportional (default), keep-steps (the phase after the first drop keeps "
+                        "its length, up to half the run), min-share (that phase at least 40%% of the run)")
     parser.add_argument("--data-root", help="data directory (default: $BVKIT_DATA)")
     parser.add_argument("--n-max", type=int, help="images of the head class (default: the dataset's)")
     parser.add_argument("--model-width", type=int, help="base width of the CIFAR ResNet (16 for ResNet-32)")
@@ -81,7 +85,7 @@ def overrides_from_args(args) -> dict:
     return {**parse_overrides(args.set),
             **named_overrides(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                               model_width=args.model_width, experts=args.experts, teacher=args.teacher,
-                              precision=args.precision)}
+                              precision=args.precision, schedule_scaling=args.schedule_scaling)}
 
 
 def run_train(args: argparse.Namespace) -> int:

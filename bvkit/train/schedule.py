@@ -1,11 +1,23 @@
 """Learning-rate schedules as pure functions of the step: RIDE's warm-up + steps, and cosine.
 
 Milestones are given for a reference schedule (RIDE / LDAM CIFAR: 200 epochs, warm-up 5,
-x0.01 from epoch 161, x0.0001 from epoch 181, DRW from epoch 161). A shorter ``--epochs``
-scales every milestone by ``epochs / reference_epochs`` (rounded; at least one epoch of
-warm-up when the reference has one; lr steps kept at least one epoch apart) so the short run
-keeps the same shape; see :func:`scale_epoch` and :func:`scale_milestones`. Example, 8
-epochs: warm-up 1 epoch, x0.01 from epoch 7 and x0.0001 from epoch 8 (1-based), DRW from 7.
+x0.01 from epoch 161, x0.0001 from epoch 181, DRW from epoch 161). A run of other ``epochs``
+moves every milestone (warm-up, lr steps, the DRW switch) by one time map, named by the
+recipe's ``schedule_scaling`` (:data:`SCALINGS`, :func:`time_map`):
+
+* ``proportional``: every milestone times ``epochs / reference_epochs`` (rounded), so the short
+  run keeps the reference's shape. Example, 40 epochs: x0.01 from epoch 33, x0.0001 from 37,
+  DRW from 33: four epochs after the drop at lr 1e-3 where the reference has twenty.
+* ``keep-steps``: the phase after the first lr drop keeps its reference length in epochs (so in
+  optimisation steps on the same data) up to half the run; the phase before it, and the
+  milestones inside each phase, shrink in proportion. 40 epochs: drop at 21, second at 31.
+* ``min-share``: as proportional, but the phase after the first drop takes at least
+  :data:`MIN_TAIL_SHARE` of the run. 40 epochs: drop at 25, second at 33.
+
+At least one epoch of warm-up is kept when the reference has one, and lr steps stay at least
+one epoch apart (a milestone pushed to ``epochs`` or beyond simply never fires). A longer run,
+a full-length one and a schedule without lr steps (cosine) are scaled in proportion whatever
+the rule.
 """
 
 from __future__ import annotations
@@ -13,14 +25,57 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from bvkit.methods.recipe import SCHEDULE_SCALINGS as SCALINGS  # the rules' names, defined with the recipe
+
 REFERENCE_EPOCHS = 200
+MAX_TAIL_SHARE = 0.5  # keep-steps: the phase after the first drop takes at most half the run
+MIN_TAIL_SHARE = 0.4  # min-share: ... and at least this share of it
 
 
 def scale_epoch(epoch: int | None, epochs: int, reference_epochs: int = REFERENCE_EPOCHS) -> int | None:
-    """A milestone (0-based epoch index) of a ``reference_epochs`` schedule moved to ``epochs``."""
+    """A milestone (0-based epoch index) of a ``reference_epochs`` schedule moved to ``epochs``
+    in proportion."""
     if epoch is None or epochs == reference_epochs:
         return epoch
     return int(round(epoch * epochs / reference_epochs))
+
+
+def first_drop(epochs: int, first_milestone: int | None, reference_epochs: int = REFERENCE_EPOCHS,
+               scaling: str = "proportional") -> int | None:
+    """The epoch (0-based) of the first lr drop of an ``epochs`` run under the rule ``scaling``
+    (None without lr steps)."""
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown schedule scaling {scaling!r} ({', '.join(SCALINGS)})")
+    if first_milestone is None:
+        return None
+    proportional = scale_epoch(first_milestone, epochs, reference_epochs)
+    if scaling == "proportional" or epochs >= reference_epochs:
+        return proportional
+    tail = reference_epochs - first_milestone
+    if scaling == "keep-steps":
+        pivot = epochs - min(tail, int(epochs * MAX_TAIL_SHARE))
+    else:
+        pivot = min(proportional, epochs - int(math.ceil(epochs * MIN_TAIL_SHARE)))
+    return max(pivot, 1)  # at least one epoch at the full lr
+
+
+def time_map(epochs: int, reference_epochs: int = REFERENCE_EPOCHS, first_milestone: int | None = None,
+             scaling: str = "proportional"):
+    """``epoch -> epoch``: a milestone of the reference schedule moved to an ``epochs`` run.
+    The first lr drop goes where :func:`first_drop` puts it; the epochs before it and after it
+    are each stretched in proportion (proportional: one stretch for the whole run)."""
+    pivot = first_drop(epochs, first_milestone, reference_epochs, scaling)
+    if pivot is None or pivot == scale_epoch(first_milestone, epochs, reference_epochs):
+        return lambda epoch: scale_epoch(epoch, epochs, reference_epochs)
+
+    def moved(epoch: int | None) -> int | None:
+        if epoch is None:
+            return None
+        if epoch <= first_milestone:
+            return int(round(epoch * pivot / first_milestone))
+        return pivot + int(round((epoch - first_milestone) * (epochs - pivot) / (reference_epochs - first_milestone)))
+
+    return moved
 
 
 @dataclass(frozen=True)
@@ -73,9 +128,12 @@ def ride_schedule(
     milestones: tuple[int, ...] = (160, 180),
     factors: tuple[float, ...] = (0.01, 0.0001),
     reference_epochs: int = REFERENCE_EPOCHS,
+    scaling: str = "proportional",
 ) -> Schedule:
-    """The published schedule with milestones given for ``reference_epochs``, scaled to ``epochs``."""
-    warmup = scale_epoch(warmup_epochs, epochs, reference_epochs) if warmup_epochs else 0
+    """The published schedule with milestones given for ``reference_epochs``, moved to
+    ``epochs`` by the rule ``scaling`` (:func:`time_map`)."""
+    move = time_map(epochs, reference_epochs, milestones[0] if milestones and kind == "step" else None, scaling)
+    warmup = move(warmup_epochs) if warmup_epochs else 0
     if warmup_epochs and warmup < 1:
         warmup = 1
     return Schedule(
@@ -83,16 +141,19 @@ def ride_schedule(
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         warmup_epochs=min(warmup, epochs),
-        milestones=scale_milestones(milestones, epochs, reference_epochs),
+        milestones=scale_milestones(milestones, epochs, reference_epochs, move),
         factors=tuple(factors),
     )
 
 
-def scale_milestones(milestones, epochs: int, reference_epochs: int = REFERENCE_EPOCHS) -> tuple[int, ...]:
-    """Scaled milestones kept strictly increasing, so a short run never merges two lr steps
-    (a milestone pushed to ``epochs`` or beyond simply never fires)."""
+def scale_milestones(milestones, epochs: int, reference_epochs: int = REFERENCE_EPOCHS,
+                     move=None) -> tuple[int, ...]:
+    """Milestones moved by ``move`` (default: in proportion), kept strictly increasing, so a
+    short run never merges two lr steps (a milestone pushed to ``epochs`` or beyond simply
+    never fires)."""
+    move = move or (lambda epoch: scale_epoch(epoch, epochs, reference_epochs))
     scaled: list[int] = []
     for milestone in milestones:
-        value = scale_epoch(milestone, epochs, reference_epochs)
+        value = move(milestone)
         scaled.append(value if not scaled else max(value, scaled[-1] + 1))
     return tuple(scaled)

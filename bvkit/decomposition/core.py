@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bvkit.data.profiles import FEW_SHOT, MANY_SHOT
+from bvkit.data.profiles import FEW_SHOT, MANY_SHOT, check_thresholds
 from bvkit.decomposition import bootstrap as bs
 from bvkit.decomposition import experts as E
 from bvkit.decomposition import inputs, passes
@@ -231,8 +231,7 @@ def _learned_weights(expert_logits, expert_weights) -> bool:
 
 
 def _check_options(many, few, bootstrap, level, seed, chunk_size) -> None:
-    if few > many + 1:
-        raise BvkitError(f"few ({few}) must not exceed many + 1 ({many + 1})")
+    check_thresholds(many, few)
     bs.check_bootstrap(bootstrap, level)
     if int(seed) != seed or seed < 0:
         raise BvkitError(f"seed must be a non-negative integer, got {seed}")

@@ -155,7 +155,7 @@ def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, name):
     (["--reference", "ldam"], "reference method 'ldam'"),
     (["--name", "x"], "--name names one prediction set, but the inputs hold 2"),
     (["--bootstrap", "-3"], "bootstrap must be"),
-    (["--many", "10", "--few", "50"], "few (50) must not exceed"),
+    (["--many", "10", "--few", "50"], "need few <= many + 1, got many=10, few=50"),
     (["--chunk-size", "0"], "chunk_size"),
     (["--level", "2"], "level"),
 ])

@@ -234,7 +234,8 @@ def test_a_packed_runs_checkpoint_is_a_single_runs(first, then, lt_data, tmp_pat
 
 
 def test_packed_runs_write_their_own_tensorboard_scalars(lt_data, tmp_path):
-    event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.backend.event_processing import event_accumulator
+
     subsets = sample_subsets("redraw", lt_data, n_subsets=2, seed=0)
     members = [PackMember(k, s, tmp_path / f"run{k}") for k, s in enumerate(subsets)]
     results = train_packed("ce", lt_data, members, device="cpu", epochs=2, tensorboard=True, **TINY)

@@ -21,7 +21,7 @@ class LongTailLoss(nn.Module):
         counts = as_counts(class_counts)
         if reweight not in (None, "cb", "drw"):
             raise BvkitError(f"unknown reweight {reweight!r} (expected None, 'cb' or 'drw')")
-        self.num_classes, self.reweight, self.drw_epoch = counts.size, reweight, int(drw_epoch)
+        self.n_classes, self.reweight, self.drw_epoch = counts.size, reweight, int(drw_epoch)
         self.register_buffer("class_counts", torch.as_tensor(counts, dtype=torch.float32))
         self.register_buffer(
             "cb_weights", torch.as_tensor(class_balanced_weights(counts, beta), dtype=torch.float32)
@@ -44,9 +44,9 @@ class LongTailLoss(nn.Module):
         return None if not self.reweighting else self.cb_weights.to(logits.dtype)
 
     def _check(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        if logits.dim() != 2 or logits.shape[1] != self.num_classes:
+        if logits.dim() != 2 or logits.shape[1] != self.n_classes:
             raise BvkitError(
-                f"logits must be (B, {self.num_classes}), got {tuple(logits.shape)}"
+                f"logits must be (B, {self.n_classes}), got {tuple(logits.shape)}"
             )
 
     def forward(self, output, target: torch.Tensor) -> torch.Tensor:
@@ -58,7 +58,7 @@ class LongTailLoss(nn.Module):
         raise NotImplementedError
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, reweight={self.reweight}, drw_epoch={self.drw_epoch}"
+        return f"n_classes={self.n_classes}, reweight={self.reweight}, drw_epoch={self.drw_epoch}"
 
 
 class CrossEntropyLoss(LongTailLoss):

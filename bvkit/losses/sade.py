@@ -22,7 +22,7 @@ class SADELoss(nn.Module):
         if not tau >= 0:
             raise BvkitError(f"SADE's backward expert needs tau >= 0, got {tau}")
         counts = as_counts(class_counts)
-        self.num_classes, self.tau = counts.size, float(tau)
+        self.n_classes, self.tau = counts.size, float(tau)
         self.register_buffer("log_prior", torch.as_tensor(log_prior(counts), dtype=torch.float32))
         self.register_buffer("log_inverse_prior", torch.as_tensor(np.log(inverse_prior(counts)), dtype=torch.float32))
 
@@ -39,9 +39,9 @@ class SADELoss(nn.Module):
 
     def forward(self, output: dict, target: torch.Tensor) -> torch.Tensor:
         expert_logits = output["expert_logits"]
-        if expert_logits.dim() != 3 or expert_logits.shape[0] != 3 or expert_logits.shape[2] != self.num_classes:
-            raise BvkitError(f"SADE's loss needs the logits of 3 experts (3, B, {self.num_classes}), "
+        if expert_logits.dim() != 3 or expert_logits.shape[0] != 3 or expert_logits.shape[2] != self.n_classes:
+            raise BvkitError(f"SADE's loss needs the logits of 3 experts (3, B, {self.n_classes}), "
                              f"got {tuple(expert_logits.shape)}")
         shifted = expert_logits + self.expert_targets().to(expert_logits.dtype).unsqueeze(1)
         # each expert's CE is a mean over the batch: the sum of the three is 3 x the mean over the stacked rows
-        return 3 * F.cross_entropy(shifted.reshape(-1, self.num_classes), target.repeat(3))
+        return 3 * F.cross_entropy(shifted.reshape(-1, self.n_classes), target.repeat(3))

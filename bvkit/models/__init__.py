@@ -1,6 +1,6 @@
 """Models: CIFAR ResNets, RIDE experts (fused) and router, ImageNet-size variants, FLOPs.
 
-``create_model(name, num_classes, **kw)`` / ``list_models("ride*")`` over a timm-style registry.
+``create_model(name, n_classes, **kw)`` / ``list_models("ride*")`` over a timm-style registry.
 Names load on first use, so ``bvkit flops --help`` (and every other CLI start) needs no torch.
 """
 

@@ -30,7 +30,7 @@ class BBNResNetCifar(nn.Module):
 
     input_size = 32
 
-    def __init__(self, num_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
+    def __init__(self, n_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
                  channels_last: bool = True):
         super().__init__()
         check_positive(width=width, blocks=blocks, in_channels=in_channels)
@@ -40,7 +40,7 @@ class BBNResNetCifar(nn.Module):
         self.conventional = _last_block(widths, blocks)
         self.rebalancing = _last_block(widths, blocks)
         self.num_features = widths[2]
-        self.classifier = FloatLinear(2 * widths[2], num_classes)
+        self.classifier = FloatLinear(2 * widths[2], n_classes)
         init_weights(self, conv_mode="fan_in")
         if channels_last:  # as ResNetCifar: faster small-channel convs on CPU, same numbers
             self.to(memory_format=torch.channels_last)
@@ -77,7 +77,7 @@ def _last_block(widths: tuple[int, int, int], blocks: int) -> BasicBlockA:
 
 
 @register_model("bbn-resnet32", tags=("cifar",))
-def bbn_resnet32(num_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
+def bbn_resnet32(n_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
                  channels_last: bool = True) -> BBNResNetCifar:
     """BBN's ResNet-32: shared trunk, conventional and re-balancing last blocks, one classifier."""
-    return BBNResNetCifar(num_classes, width, blocks, in_channels, channels_last)
+    return BBNResNetCifar(n_classes, width, blocks, in_channels, channels_last)

@@ -26,7 +26,8 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--input-size", type=int, default=None,
                         help="input side in pixels (default: 32 CIFAR models, 224 ImageNet)")
-    parser.add_argument("--num-classes", type=int, default=100, help="classes (default 100)")
+    parser.add_argument("--num-classes", dest="n_classes", metavar="NUM_CLASSES", type=int, default=100,
+                        help="classes (default 100)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(func=run_flops)
 
@@ -49,7 +50,7 @@ def run_flops(args: argparse.Namespace) -> int:
             input_size=args.input_size,
             expert_usage=args.expert_usage,
             num_experts=args.experts,
-            num_classes=args.num_classes,
+            n_classes=args.n_classes,
         )
     except RuntimeError as err:  # e.g. an input too small for the network's downsampling
         raise BvkitError(f"cannot count {args.model!r} at this input size: {str(err).splitlines()[0]}") from None

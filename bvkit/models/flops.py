@@ -95,17 +95,17 @@ def count_flops(
     input_size: int | None = None,
     expert_usage: Sequence[float] | str | None = None,
     num_experts: int | None = None,
-    num_classes: int = 100,
+    n_classes: int = 100,
     **model_kw,
 ) -> dict:
     """Compute and size of a model: ``mflops``, ``params`` and, for RIDE models, the
     ``shared_mflops``, per-``expert_mflops``, ``router_mflops`` and ``expected_experts``.
 
     ``model_or_name``: a model (or a ``RoutedRide``) or a registered name, built on the meta
-    device with ``num_classes``, ``num_experts`` and ``model_kw``. ``expert_usage``:
+    device with ``n_classes``, ``num_experts`` and ``model_kw``. ``expert_usage``:
     percentages of samples that used 1..n experts (routed inference; adds the routers).
     """
-    model, name, router = _model_to_count(model_or_name, num_experts, num_classes, model_kw)
+    model, name, router = _model_to_count(model_or_name, num_experts, n_classes, model_kw)
     size = int(input_size or getattr(model, "input_size", 32))
     if size < 1:
         raise BvkitError(f"input size must be >= 1, got {size}")
@@ -135,7 +135,7 @@ def count_flops(
     return result
 
 
-def _model_to_count(model_or_name: nn.Module | str, num_experts: int | None, num_classes: int,
+def _model_to_count(model_or_name: nn.Module | str, num_experts: int | None, n_classes: int,
                     model_kw: dict) -> tuple[nn.Module, str, ExpertRouter | None]:
     """``(model, name, router)``: a registered name built on the meta device, or a model as
     given (a ``RoutedRide``'s RIDE model and its router)."""
@@ -147,7 +147,7 @@ def _model_to_count(model_or_name: nn.Module | str, num_experts: int | None, num
                 raise BvkitError(f"model {name!r} has no experts (--experts is for RIDE models)")
             model_kw["num_experts"] = num_experts
         with torch.device("meta"):
-            return create_model(name, num_classes, **model_kw), name, None
+            return create_model(name, n_classes, **model_kw), name, None
     model, name = model_or_name, type(model_or_name).__name__
     if num_experts is not None or model_kw:
         raise BvkitError("num_experts and model keywords only apply when a model name is given")
@@ -181,9 +181,9 @@ def _routed_costs(model: RideNet, router: ExpertRouter | None, expert_usage) -> 
     param = next(model.parameters())
     if router is None:
         with torch.device(param.device):
-            router = ExpertRouter(n, model.num_features, model.num_classes).to(param.dtype)
+            router = ExpertRouter(n, model.num_features, model.n_classes).to(param.dtype)
     feats = torch.zeros(1, model.num_features, device=param.device, dtype=param.dtype)
-    logits = torch.zeros(1, model.num_classes, device=param.device, dtype=param.dtype)
+    logits = torch.zeros(1, model.n_classes, device=param.device, dtype=param.dtype)
     per_step = sum(layer_macs(router, lambda: router.step(0, feats, logits)).values()) / 1e6
     reached = usage[::-1].cumsum()[::-1]  # reached[k] = share using >= k+1 experts
     expected = float(np.dot(np.arange(1, n + 1), usage))

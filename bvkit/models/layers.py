@@ -175,10 +175,10 @@ def option_a_shortcut(
 class CosineClassifier(nn.Module):
     """Bias-free "normed linear" classifier: ``scale * cos(feature, class weight)``."""
 
-    def __init__(self, in_features: int, num_classes: int, scale: float = 30.0):
+    def __init__(self, in_features: int, n_classes: int, scale: float = 30.0):
         super().__init__()
-        self.in_features, self.num_classes, self.scale = in_features, num_classes, scale
-        self.weight = nn.Parameter(torch.empty(num_classes, in_features))
+        self.in_features, self.n_classes, self.scale = in_features, n_classes, scale
+        self.weight = nn.Parameter(torch.empty(n_classes, in_features))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -192,17 +192,17 @@ class CosineClassifier(nn.Module):
             return self.scale * F.normalize(features.float(), dim=-1) @ F.normalize(self.weight, dim=-1).T
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, num_classes={self.num_classes}, scale={self.scale}"
+        return f"in_features={self.in_features}, n_classes={self.n_classes}, scale={self.scale}"
 
 
 class ExpertCosineClassifier(nn.Module):
     """One cosine classifier per expert, applied as one batched matmul: (E, B, F) -> (E, B, C)."""
 
-    def __init__(self, in_features: int, num_classes: int, num_experts: int, scale: float = 30.0):
+    def __init__(self, in_features: int, n_classes: int, num_experts: int, scale: float = 30.0):
         super().__init__()
-        self.in_features, self.num_classes, self.scale = in_features, num_classes, scale
+        self.in_features, self.n_classes, self.scale = in_features, n_classes, scale
         self.num_experts = num_experts
-        self.weight = nn.Parameter(torch.empty(num_experts, num_classes, in_features))
+        self.weight = nn.Parameter(torch.empty(num_experts, n_classes, in_features))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -220,7 +220,7 @@ class ExpertCosineClassifier(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"in_features={self.in_features}, num_classes={self.num_classes}, "
+            f"in_features={self.in_features}, n_classes={self.n_classes}, "
             f"num_experts={self.num_experts}, scale={self.scale}"
         )
 

@@ -116,8 +116,8 @@ class CosNormClassifier(CosineClassifier):
     """The official ``CosNorm_Classifier``: ``scale * x / (1 + ||x||) . w_c / ||w_c||``, so every
     logit lies in ``(-scale, scale)`` and a short ``x`` gives flatter logits (lower confidence)."""
 
-    def __init__(self, in_features: int, num_classes: int, scale: float = COSNORM_SCALE):
-        super().__init__(in_features, num_classes, scale)
+    def __init__(self, in_features: int, n_classes: int, scale: float = COSNORM_SCALE):
+        super().__init__(in_features, n_classes, scale)
 
     def reset_parameters(self) -> None:
         bound = 1.0 / math.sqrt(self.in_features)
@@ -132,16 +132,16 @@ class CosNormClassifier(CosineClassifier):
 class MetaEmbedding(nn.Module):
     """The official ``MetaEmbedding_Classifier`` with its memory (the class centroids) inside."""
 
-    def __init__(self, num_features: int, num_classes: int, reachability_scale: float = REACHABILITY_SCALE,
+    def __init__(self, num_features: int, n_classes: int, reachability_scale: float = REACHABILITY_SCALE,
                  classifier_scale: float = COSNORM_SCALE):
         super().__init__()
         self.reachability_scale = reachability_scale
-        self.centroids = nn.Parameter(torch.zeros(num_classes, num_features))
+        self.centroids = nn.Parameter(torch.zeros(n_classes, num_features))
         self.distances = CountedProduct(euclidean_distances, num_features)
-        self.hallucinator = nn.Linear(num_features, num_classes)
-        self.memory_read = CountedProduct(torch.matmul, num_classes)  # (B, C) @ (C, d)
+        self.hallucinator = nn.Linear(num_features, n_classes)
+        self.memory_read = CountedProduct(torch.matmul, n_classes)  # (B, C) @ (C, d)
         self.selector = nn.Linear(num_features, num_features)
-        self.classifier = CosNormClassifier(num_features, num_classes, classifier_scale)
+        self.classifier = CosNormClassifier(num_features, n_classes, classifier_scale)
 
     def reachability(self, direct: torch.Tensor) -> torch.Tensor:
         """``scale / min_i ||v - c_i||`` per sample, (B, 1) (guarded against a zero distance)."""
@@ -162,7 +162,7 @@ class OLTRResNetCifar(nn.Module):
     """CIFAR ResNet-(6*blocks+2) (``ResNetCifar``'s stem and stages) + modulated attention +
     meta-embedding. ``input_size`` fixes the last feature map's size for the spatial attention."""
 
-    def __init__(self, num_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
+    def __init__(self, n_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
                  input_size: int = 32, reachability_scale: float = REACHABILITY_SCALE,
                  classifier_scale: float = COSNORM_SCALE, channels_last: bool = True):
         super().__init__()
@@ -175,7 +175,7 @@ class OLTRResNetCifar(nn.Module):
         self.num_features = 4 * width
         spatial = math.ceil(math.ceil(input_size / 2) / 2)  # two stride-2 stages
         self.attention = ModulatedAttention(self.num_features, spatial)
-        self.meta = MetaEmbedding(self.num_features, num_classes, reachability_scale, classifier_scale)
+        self.meta = MetaEmbedding(self.num_features, n_classes, reachability_scale, classifier_scale)
         if channels_last:  # as ResNetCifar: faster small-channel convs on CPU, same numbers
             self.to(memory_format=torch.channels_last)
 
@@ -213,9 +213,9 @@ def _part(state: dict, prefix: str) -> dict:
 
 
 @register_model("oltr-resnet32", tags=("cifar",))
-def oltr_resnet32(num_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
+def oltr_resnet32(n_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
                   input_size: int = 32, reachability_scale: float = REACHABILITY_SCALE,
                   classifier_scale: float = COSNORM_SCALE, channels_last: bool = True) -> OLTRResNetCifar:
     """ResNet-32 with OLTR's modulated attention, meta-embedding memory and cosine-norm classifier."""
-    return OLTRResNetCifar(num_classes, width, blocks, in_channels, input_size, reachability_scale,
+    return OLTRResNetCifar(n_classes, width, blocks, in_channels, input_size, reachability_scale,
                            classifier_scale, channels_last)

@@ -40,10 +40,10 @@ from bvkit.models.ride import CifarTrunk, RideNet
 class PackedLinear(nn.Module):
     """``K`` linear classifiers: features (K, B, F) -> logits (K, B, C), in float32 as ``FloatLinear``."""
 
-    def __init__(self, in_features: int, num_classes: int, num_models: int):
+    def __init__(self, in_features: int, n_classes: int, num_models: int):
         super().__init__()
-        self.weight = nn.Parameter(torch.zeros(num_models, num_classes, in_features))
-        self.bias = nn.Parameter(torch.zeros(num_models, num_classes))
+        self.weight = nn.Parameter(torch.zeros(num_models, n_classes, in_features))
+        self.bias = nn.Parameter(torch.zeros(num_models, n_classes))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         with float32(features):
@@ -61,7 +61,7 @@ def packed_stem(in_channels: int, width: int, num_models: int) -> nn.Sequential:
 class PackedResNet(nn.Module):
     """``K`` CIFAR ResNets (``ResNetCifar``) side by side; ``forward`` -> logits (K, B, C)."""
 
-    def __init__(self, num_models: int, num_classes: int, width: int, blocks: int, in_channels: int,
+    def __init__(self, num_models: int, n_classes: int, width: int, blocks: int, in_channels: int,
                  classifier: str, scale: float):
         super().__init__()
         self.num_models, self.in_channels = num_models, in_channels
@@ -69,9 +69,9 @@ class PackedResNet(nn.Module):
         self.stages = make_stages(width, blocks, num_models)
         self.num_features = 4 * width
         if classifier == "cosine":
-            self.classifier = ExpertCosineClassifier(self.num_features, num_classes, num_models, scale)
+            self.classifier = ExpertCosineClassifier(self.num_features, n_classes, num_models, scale)
         else:
-            self.classifier = PackedLinear(self.num_features, num_classes, num_models)
+            self.classifier = PackedLinear(self.num_features, n_classes, num_models)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Pooled features (K, B, F)."""
@@ -117,7 +117,7 @@ class PackedRide(nn.Module):
     """``K`` RIDE ResNet-32s (fused ``RideNet`` on a ``CifarTrunk``); ``forward`` -> dict with
     ``logits`` (K, B, C), ``expert_logits`` (K, E, B, C), ``features`` (K, E, B, F)."""
 
-    def __init__(self, num_models: int, num_classes: int, num_experts: int, width: int, blocks: int,
+    def __init__(self, num_models: int, n_classes: int, num_experts: int, width: int, blocks: int,
                  in_channels: int, stage2: int, stage3: int, scale: float):
         super().__init__()
         self.num_models, self.num_experts, self.in_channels = num_models, num_experts, in_channels
@@ -132,7 +132,7 @@ class PackedRide(nn.Module):
             + make_stage(stage2, stage2, blocks, 1, n)[1:]
             + make_stage(stage2, stage3, blocks, 2, n)
         )
-        self.classifier = ExpertCosineClassifier(stage3, num_classes, n, scale)
+        self.classifier = ExpertCosineClassifier(stage3, n_classes, n, scale)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.shared.stage1(self.shared.stem(x))
@@ -161,8 +161,8 @@ def packed_architecture(model: nn.Module, num_models: int) -> nn.Module:
         cosine = isinstance(classifier, CosineClassifier)
         if not cosine and not isinstance(classifier, nn.Linear):
             raise BvkitError(f"cannot pack a ResNet with a {type(classifier).__name__} classifier")
-        num_classes = classifier.num_classes if cosine else classifier.out_features
-        return PackedResNet(num_models, num_classes, conv.out_channels, len(model.stages[0]), conv.in_channels,
+        n_classes = classifier.n_classes if cosine else classifier.out_features
+        return PackedResNet(num_models, n_classes, conv.out_channels, len(model.stages[0]), conv.in_channels,
                             "cosine" if cosine else "linear", getattr(classifier, "scale", 30.0))
     if isinstance(model, RideNet) and model.fused and isinstance(model.shared, CifarTrunk):
         if model.experts_used is not None:
@@ -174,7 +174,7 @@ def packed_architecture(model: nn.Module, num_models: int) -> nn.Module:
             raise BvkitError("cannot pack this RIDE layout (its first expert block is not a strided shared-input block)")
         stage2 = first.planes
         stage3 = model.num_features
-        return PackedRide(num_models, model.num_classes, model.num_experts, conv.out_channels, blocks,
+        return PackedRide(num_models, model.n_classes, model.num_experts, conv.out_channels, blocks,
                           conv.in_channels, stage2, stage3, model.classifier.scale)
     raise BvkitError(f"cannot pack a {type(model).__name__} (packable: CIFAR ResNets, fused RIDE ResNet-32)")
 

@@ -24,7 +24,7 @@ MODELS: Registry[ModelEntry] = Registry("model", built_in=(
 
 
 def register_model(name: str | None = None, *, tags: tuple[str, ...] = (), overwrite: bool = False):
-    """Decorator: register ``builder(num_classes, **kw) -> nn.Module`` under ``name``."""
+    """Decorator: register ``builder(n_classes, **kw) -> nn.Module`` under ``name``."""
     return MODELS.decorator(name, overwrite=overwrite,
                             wrap=lambda key, builder: ModelEntry(key, builder, tuple(tags)))
 
@@ -38,13 +38,13 @@ def model_entry(name: str) -> ModelEntry:
     return MODELS.get(name)
 
 
-def create_model(name: str, num_classes: int, **kwargs):
-    """Build the registered model ``name`` for ``num_classes`` classes."""
-    if int(num_classes) < 1:
-        raise BvkitError(f"num_classes must be >= 1, got {num_classes}")
+def create_model(name: str, n_classes: int, **kwargs):
+    """Build the registered model ``name`` for ``n_classes`` classes."""
+    if int(n_classes) < 1:
+        raise BvkitError(f"n_classes must be >= 1, got {n_classes}")
     builder = model_entry(name).builder
     try:
-        inspect.signature(builder).bind(num_classes=int(num_classes), **kwargs)
+        inspect.signature(builder).bind(n_classes=int(n_classes), **kwargs)
     except TypeError as err:
         raise BvkitError(f"bad arguments for model {name!r}: {err}") from None
-    return builder(num_classes=int(num_classes), **kwargs)
+    return builder(n_classes=int(n_classes), **kwargs)

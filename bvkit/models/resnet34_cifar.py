@@ -21,10 +21,10 @@ class ResNet34Cifar(ResNetImageNet):
 
     input_size = 32
 
-    def __init__(self, num_classes: int, in_channels: int = 3, classifier: str = "linear", scale: float = 30.0,
+    def __init__(self, n_classes: int, in_channels: int = 3, classifier: str = "linear", scale: float = 30.0,
                  channels_last: bool = True):
         check_positive(in_channels=in_channels)
-        super().__init__(BasicBlock, (3, 4, 6, 3), num_classes, in_channels=in_channels, classifier=classifier,
+        super().__init__(BasicBlock, (3, 4, 6, 3), n_classes, in_channels=in_channels, classifier=classifier,
                          scale=scale, channels_last=False)
         self.stem = nn.Sequential(nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False),
                                   nn.BatchNorm2d(64), nn.ReLU(inplace=True))
@@ -34,7 +34,7 @@ class ResNet34Cifar(ResNetImageNet):
 
 
 @register_model("resnet34-cifar", tags=("cifar",))
-def resnet34_cifar(num_classes: int, in_channels: int = 3, classifier: str = "linear", scale: float = 30.0,
+def resnet34_cifar(n_classes: int, in_channels: int = 3, classifier: str = "linear", scale: float = 30.0,
                    channels_last: bool = True) -> ResNet34Cifar:
     """CIFAR ResNet-34 (the weight-balancing paper's backbone)."""
-    return ResNet34Cifar(num_classes, in_channels, classifier, scale, channels_last)
+    return ResNet34Cifar(n_classes, in_channels, classifier, scale, channels_last)

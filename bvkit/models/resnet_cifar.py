@@ -99,11 +99,11 @@ def cifar_stem(in_channels: int, width: int) -> nn.Sequential:
     )
 
 
-def make_classifier(kind: str, in_features: int, num_classes: int, scale: float) -> nn.Module:
+def make_classifier(kind: str, in_features: int, n_classes: int, scale: float) -> nn.Module:
     if kind == "linear":
-        return FloatLinear(in_features, num_classes)
+        return FloatLinear(in_features, n_classes)
     if kind == "cosine":
-        return CosineClassifier(in_features, num_classes, scale)
+        return CosineClassifier(in_features, n_classes, scale)
     raise BvkitError(f"unknown classifier {kind!r} (expected 'linear' or 'cosine')")
 
 
@@ -120,7 +120,7 @@ class ResNetCifar(nn.Module):
 
     def __init__(
         self,
-        num_classes: int,
+        n_classes: int,
         width: int = 16,
         blocks: int = 5,
         in_channels: int = 3,
@@ -133,7 +133,7 @@ class ResNetCifar(nn.Module):
         self.stem = cifar_stem(in_channels, width)
         self.stages = make_stages(width, blocks)
         self.num_features = 4 * width
-        self.classifier = make_classifier(classifier, self.num_features, num_classes, scale)
+        self.classifier = make_classifier(classifier, self.num_features, n_classes, scale)
         init_weights(self, conv_mode="fan_in")
         if channels_last:  # much faster on CPU for these small-channel convs; same numbers
             self.to(memory_format=torch.channels_last)
@@ -146,10 +146,10 @@ class ResNetCifar(nn.Module):
 
 
 def _resnet_cifar(depth: int):
-    def build(num_classes: int, width: int = 16, blocks: int = (depth - 2) // 6,
+    def build(n_classes: int, width: int = 16, blocks: int = (depth - 2) // 6,
               in_channels: int = 3, classifier: str = "linear", scale: float = 30.0,
               channels_last: bool = True) -> ResNetCifar:
-        return ResNetCifar(num_classes, width, blocks, in_channels, classifier, scale, channels_last)
+        return ResNetCifar(n_classes, width, blocks, in_channels, classifier, scale, channels_last)
 
     build.__doc__ = f"CIFAR ResNet-{depth} (``blocks`` per stage overrides the depth)."
     return build
@@ -160,7 +160,7 @@ for _depth in (20, 32, 44, 56, 110):
 
 
 @register_model("resnet32-ldam", tags=("cifar",))
-def resnet32_ldam(num_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
+def resnet32_ldam(n_classes: int, width: int = 16, blocks: int = 5, in_channels: int = 3,
                   scale: float = 30.0, channels_last: bool = True) -> ResNetCifar:
     """ResNet-32 with the cosine classifier the LDAM paper uses (logits = 30 * cosine)."""
-    return ResNetCifar(num_classes, width, blocks, in_channels, "cosine", scale, channels_last)
+    return ResNetCifar(n_classes, width, blocks, in_channels, "cosine", scale, channels_last)

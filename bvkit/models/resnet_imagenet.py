@@ -110,7 +110,7 @@ class ResNetImageNet(nn.Module):
 
     input_size = 224
 
-    def __init__(self, block, layers, num_classes, groups=1, base_width=64, in_channels=3,
+    def __init__(self, block, layers, n_classes, groups=1, base_width=64, in_channels=3,
                  classifier="linear", scale=30.0, channels_last=True):
         super().__init__()
         planes = (64, 128, 256, 512)
@@ -122,7 +122,7 @@ class ResNetImageNet(nn.Module):
             in_planes = p * block.expansion
         self.stages = nn.Sequential(*stages)
         self.num_features = in_planes
-        self.classifier = make_classifier(classifier, in_planes, num_classes, scale)
+        self.classifier = make_classifier(classifier, in_planes, n_classes, scale)
         init_weights(self, conv_mode="fan_out")
         if channels_last:
             self.to(memory_format=torch.channels_last)
@@ -150,7 +150,7 @@ class ImageNetTrunk(nn.Module):
         return self.stage2(self.stage1(self.stem(x)))
 
 
-def ride_resnet_imagenet(block, layers, num_classes, num_experts=3, reduce_dimension=True,
+def ride_resnet_imagenet(block, layers, n_classes, num_experts=3, reduce_dimension=True,
                          scale=30.0, groups=1, base_width=64, in_channels=3, fused=True,
                          expert_mode="auto", channels_last=True) -> RideNet:
     check_positive(num_experts=num_experts, in_channels=in_channels)
@@ -165,7 +165,7 @@ def ride_resnet_imagenet(block, layers, num_classes, num_experts=3, reduce_dimen
         return ExpertBranch(blocks, n, num_features)
 
     trunk = ImageNetTrunk(block, layers, groups, base_width, in_channels)
-    return RideNet(trunk, make_branch, num_experts, num_classes, num_features, scale, fused,
+    return RideNet(trunk, make_branch, num_experts, n_classes, num_features, scale, fused,
                    conv_init="fan_out", expert_mode=expert_mode, channels_last=channels_last)
 
 
@@ -179,9 +179,9 @@ _ARCHS = {
 def _plain(arch: str):
     block, layers, groups, base_width = _ARCHS[arch]
 
-    def build(num_classes: int, in_channels: int = 3, classifier: str = "linear",
+    def build(n_classes: int, in_channels: int = 3, classifier: str = "linear",
               scale: float = 30.0, channels_last: bool = True) -> ResNetImageNet:
-        return ResNetImageNet(block, layers, num_classes, groups, base_width, in_channels,
+        return ResNetImageNet(block, layers, n_classes, groups, base_width, in_channels,
                               classifier, scale, channels_last)
 
     build.__doc__ = f"ImageNet {arch}."
@@ -191,10 +191,10 @@ def _plain(arch: str):
 def _ride(arch: str):
     block, layers, groups, base_width = _ARCHS[arch]
 
-    def build(num_classes: int, num_experts: int = 3, reduce_dimension: bool = True,
+    def build(n_classes: int, num_experts: int = 3, reduce_dimension: bool = True,
               scale: float = 30.0, in_channels: int = 3, fused: bool = True,
               expert_mode: str = "auto", channels_last: bool = True) -> RideNet:
-        return ride_resnet_imagenet(block, layers, num_classes, num_experts, reduce_dimension,
+        return ride_resnet_imagenet(block, layers, n_classes, num_experts, reduce_dimension,
                                     scale, groups, base_width, in_channels, fused, expert_mode,
                                     channels_last)
 

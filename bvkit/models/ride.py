@@ -70,7 +70,7 @@ class RideNet(nn.Module):
         shared: nn.Module,
         make_branch: Callable[[int], ExpertBranch],
         num_experts: int,
-        num_classes: int,
+        n_classes: int,
         num_features: int,
         scale: float = 30.0,
         fused: bool = True,
@@ -80,14 +80,14 @@ class RideNet(nn.Module):
     ):
         super().__init__()
         check_positive(num_experts=num_experts)
-        self.num_experts, self.num_classes, self.num_features = num_experts, num_classes, num_features
+        self.num_experts, self.n_classes, self.num_features = num_experts, n_classes, num_features
         self.fused = fused
         self.shared = shared
         if fused:
             self.experts = make_branch(num_experts)
         else:
             self.experts = nn.ModuleList(make_branch(1) for _ in range(num_experts))
-        self.classifier = ExpertCosineClassifier(num_features, num_classes, num_experts, scale)
+        self.classifier = ExpertCosineClassifier(num_features, n_classes, num_experts, scale)
         self._experts_used: int | None = None
         self.expert_mode = expert_mode
         init_weights(self, conv_mode=conv_init)
@@ -195,7 +195,7 @@ class CifarTrunk(nn.Module):
 
 
 def ride_resnet_cifar(
-    num_classes: int,
+    n_classes: int,
     num_experts: int = 3,
     reduce_dimension: bool = True,
     scale: float = 30.0,
@@ -217,7 +217,7 @@ def ride_resnet_cifar(
         return ExpertBranch(layers, n, stage3)
 
     return RideNet(
-        CifarTrunk(in_channels, width, blocks), make_branch, num_experts, num_classes, stage3,
+        CifarTrunk(in_channels, width, blocks), make_branch, num_experts, n_classes, stage3,
         scale, fused, expert_mode=expert_mode, channels_last=channels_last,
     )
 

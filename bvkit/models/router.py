@@ -21,12 +21,12 @@ from bvkit.models.ride import RideNet
 class ExpertRouter(nn.Module):
     """The ``num_experts - 1`` routers of a RIDE model."""
 
-    def __init__(self, num_experts: int, num_features: int, num_classes: int, top_k: int = 30,
+    def __init__(self, num_experts: int, num_features: int, n_classes: int, top_k: int = 30,
                  hidden: int = 16):
         super().__init__()
         if num_experts < 2:
             raise BvkitError("routing needs at least 2 experts")
-        self.num_experts, self.top_k = num_experts, min(int(top_k), int(num_classes))
+        self.num_experts, self.top_k = num_experts, min(int(top_k), int(n_classes))
         self.hidden = nn.ModuleList(nn.Linear(num_features, hidden) for _ in range(num_experts - 1))
         self.head = nn.Linear(self.top_k + hidden, 1)
 
@@ -55,7 +55,7 @@ class RoutedRide(nn.Module):
         super().__init__()
         self.model = model
         self.router = router or ExpertRouter(
-            model.num_experts, model.num_features, model.num_classes, top_k
+            model.num_experts, model.num_features, model.n_classes, top_k
         )
         if self.router.num_experts != model.num_experts:
             raise BvkitError("router and model disagree on the number of experts")

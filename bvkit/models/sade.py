@@ -51,10 +51,10 @@ class SadeNet(RideNet):
         return out
 
 
-def sade_resnet_cifar(num_classes: int, num_experts: int = 3, **ride_kw) -> SadeNet:
+def sade_resnet_cifar(n_classes: int, num_experts: int = 3, **ride_kw) -> SadeNet:
     """SADE's CIFAR network: RIDE ResNet-32 (``ride_resnet_cifar``; 24 / 48 channels per
     expert with ``reduce_dimension``, cosine classifiers scaled by 30) with expert weights."""
-    return SadeNet.adopt(ride_resnet_cifar(num_classes, num_experts=num_experts, **ride_kw))
+    return SadeNet.adopt(ride_resnet_cifar(n_classes, num_experts=num_experts, **ride_kw))
 
 
 register_model("sade-resnet32", tags=("cifar", "ride"))(sade_resnet_cifar)

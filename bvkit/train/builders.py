@@ -17,14 +17,14 @@ from bvkit.train.loop import freeze
 from bvkit.train.schedule import Schedule, ride_schedule, time_map
 
 
-def build_model(recipe: Recipe, num_classes: int, in_channels: int, seed: int, device: torch.device) -> nn.Module:
+def build_model(recipe: Recipe, n_classes: int, in_channels: int, seed: int, device: torch.device) -> nn.Module:
     """The recipe's model, initialised from ``seed`` without touching the global RNG."""
     kwargs = dict(recipe.model_kwargs)
     kwargs.setdefault("in_channels", in_channels)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            model = create_model(recipe.model, num_classes, **kwargs)
+            model = create_model(recipe.model, n_classes, **kwargs)
         except TypeError as err:
             raise BvkitError(f"model {recipe.model}: {err}") from None
     model = model.to(device)

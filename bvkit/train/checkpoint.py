@@ -84,7 +84,7 @@ def _stage_one_state(payload: dict, path) -> dict:
     return payload["model"] if payload.get("stage") == 0 else payload["stage_one_model"]
 
 
-STAGE_ONE_KEYS = ("recipe", "dataset", "seed", "num_classes", "in_channels")
+STAGE_ONE_KEYS = ("recipe", "dataset", "seed", "num_classes", "in_channels")  # file keys: a checkpoint's format
 
 
 def keep_stage_one_only(path: str | os.PathLike) -> Path:

@@ -258,8 +258,8 @@ def validation_split(data, per_class: int, seed: int) -> tuple[np.ndarray, np.nd
     train_idx = np.asarray(data.train_indices, dtype=np.int64)
     val_idx = np.asarray(holdout_indices(data, per_class, seed), dtype=np.int64)
     labels = np.asarray(data.pool.labels)
-    num_classes = len(data.class_names)
-    covered = np.bincount(labels[val_idx], minlength=num_classes) > 0
+    n_classes = len(data.class_names)
+    covered = np.bincount(labels[val_idx], minlength=n_classes) > 0
     if covered.all():
         return train_idx, val_idx
     train_idx, carved = carve_per_class(labels, train_idx, np.flatnonzero(~covered), per_class, seed)

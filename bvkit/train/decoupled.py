@@ -33,12 +33,12 @@ class TauNormClassifier(nn.Module):
 class ScaledClassifier(nn.Module):
     """LWS: the frozen classifier's logits times one learned scale per class (init 1)."""
 
-    def __init__(self, classifier: nn.Module, num_classes: int):
+    def __init__(self, classifier: nn.Module, n_classes: int):
         super().__init__()
         self.base = classifier
         for parameter in self.base.parameters():
             parameter.requires_grad_(False)
-        self.scales = nn.Parameter(torch.ones(num_classes, device=classifier_weight(classifier).device))
+        self.scales = nn.Parameter(torch.ones(n_classes, device=classifier_weight(classifier).device))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.base(features) * self.scales
@@ -64,7 +64,7 @@ def check_decouplable(model: nn.Module) -> None:
     classifier_weight(model.classifier)
 
 
-def attach_crt(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
+def attach_crt(model: nn.Module, n_classes: int, seed: int) -> nn.Module:
     """cRT: a freshly initialised linear classifier (seeded), the rest frozen. Returns the head."""
     check_decouplable(model)
     freeze(model)
@@ -72,21 +72,21 @@ def attach_crt(model: nn.Module, num_classes: int, seed: int) -> nn.Module:
     device = classifier_weight(model.classifier).device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = nn.Linear(in_features, num_classes)
+        head = nn.Linear(in_features, n_classes)
     model.classifier = head.to(device)
     return model.classifier
 
 
-def attach_lws(model: nn.Module, num_classes: int) -> nn.Module:
+def attach_lws(model: nn.Module, n_classes: int) -> nn.Module:
     """LWS: learnable per-class scales on the frozen classifier. Returns the trainable head."""
     check_decouplable(model)
     freeze(model)
-    model.classifier = ScaledClassifier(model.classifier, num_classes)
+    model.classifier = ScaledClassifier(model.classifier, n_classes)
     return model.classifier
 
 
 def select_tau(
-    features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, grid, num_classes: int
+    features: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor, grid, n_classes: int
 ) -> tuple[float, list[dict]]:
     """The tau in ``grid`` with the best mean per-class accuracy on (validation) ``features``.
 
@@ -95,7 +95,7 @@ def select_tau(
     scores = []
     for tau in grid:
         preds = (features @ tau_normalize(weight, float(tau)).t()).argmax(1)
-        accuracy = mean_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(), num_classes)
+        accuracy = mean_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(), n_classes)
         scores.append({"tau": float(tau), "val_accuracy": accuracy})
     best = max(scores, key=lambda row: (row["val_accuracy"], -row["tau"]))
     return best["tau"], scores
@@ -130,13 +130,13 @@ def adjusted_logits(logits: torch.Tensor, log_prior: torch.Tensor, tau: float) -
 
 
 def select_adjustment_tau(logits: torch.Tensor, labels: torch.Tensor, log_prior: torch.Tensor, grid,
-                          num_classes: int) -> tuple[float, list[dict]]:
+                          n_classes: int) -> tuple[float, list[dict]]:
     """The tau in ``grid`` whose adjusted (validation) ``logits`` have the best mean per-class
     accuracy; ties go to the smaller tau. Returns (tau, [{"tau", "val_accuracy"}, ...])."""
     scores = []
     for tau in grid:
         preds = adjusted_logits(logits, log_prior, tau).argmax(1)
-        accuracy = mean_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(), num_classes)
+        accuracy = mean_class_accuracy(preds.cpu().numpy(), labels.cpu().numpy(), n_classes)
         scores.append({"tau": float(tau), "val_accuracy": accuracy})
     best = max(scores, key=lambda row: (row["val_accuracy"], -row["tau"]))
     return best["tau"], scores

@@ -100,7 +100,7 @@ def validation_check(data, forward, out: Path | None = None) -> dict | None:
     indices, labels and logits are written to ``out/heldout.npz``."""
     if data.size("check") == 0 or data.size("val") == 0:
         return None
-    num_classes = len(data.class_names)
+    n_classes = len(data.class_names)
     parts = {}
     with _eval_mode(forward):
         for name in ("val", "check"):
@@ -112,8 +112,8 @@ def validation_check(data, forward, out: Path | None = None) -> dict | None:
         atomic_write(out / HELDOUT, lambda f: np.savez(f, **arrays))
     hits, totals = {}, {}
     for name, (labels, logits) in parts.items():
-        hits[name] = np.bincount(labels, weights=(logits.argmax(1) == labels), minlength=num_classes)
-        totals[name] = np.bincount(labels, minlength=num_classes).astype(float)
+        hits[name] = np.bincount(labels, weights=(logits.argmax(1) == labels), minlength=n_classes)
+        totals[name] = np.bincount(labels, minlength=n_classes).astype(float)
     return check_statistic(hits["val"], totals["val"], hits["check"], totals["check"])
 
 
@@ -231,14 +231,14 @@ def validation_record(data, forward) -> dict[str, float | None]:
 
 
 @torch.no_grad()
-def evaluate_accuracy(forward, tensors: Tensors, normalize, device, num_classes: int,
+def evaluate_accuracy(forward, tensors: Tensors, normalize, device, n_classes: int,
                       precision: str = "fp32") -> float | None:
     """Mean per-class accuracy of ``forward`` on device-resident ``tensors`` (a validation split)."""
     if len(tensors.y) == 0:
         return None
     with _eval_mode(forward):
         logits = predict(forward, tensors.x, normalize, device, precision=precision)["logits"]
-    return mean_class_accuracy(logits.argmax(1).numpy(), tensors.y.cpu().numpy(), num_classes)
+    return mean_class_accuracy(logits.argmax(1).numpy(), tensors.y.cpu().numpy(), n_classes)
 
 
 def measure_mflops(model: nn.Module, image_size: int, expert_usage=None) -> float | None:

@@ -16,7 +16,7 @@ from bvkit.methods import Recipe, Stage
 ROUTING_OPTIONS = ("top_k", "pos_weight", "neg_weight")
 
 
-def attach_routers(model: nn.Module, recipe: Recipe, stage: Stage, num_classes: int, seed: int,
+def attach_routers(model: nn.Module, recipe: Recipe, stage: Stage, n_classes: int, seed: int,
                    device: torch.device):
     """(RoutedRide around the frozen ``model``, its trainable router), the router seeded."""
     from bvkit.models.router import ExpertRouter, RoutedRide
@@ -28,7 +28,7 @@ def attach_routers(model: nn.Module, recipe: Recipe, stage: Stage, num_classes: 
         raise BvkitError(f"unknown routing option(s) {', '.join(sorted(unknown))}; known: {', '.join(ROUTING_OPTIONS)}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        router = ExpertRouter(model.num_experts, model.num_features, num_classes,
+        router = ExpertRouter(model.num_experts, model.num_features, n_classes,
                               top_k=int(stage.options.get("top_k", 30)))
     routed = RoutedRide(model, router.to(device))
     return routed, routed.router

@@ -174,7 +174,7 @@ def _procedure_stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payl
     env = ProcedureEnv(
         recipe=recipe, data=data.source, train_idx=data.train_idx, val_idx=data.val_idx,
         train_set=data.train_set, val_set=data.val_set, train_counts=data.train_counts,
-        augment=data.augment, normalizer=data.normalizer, num_classes=len(data.class_names),
+        augment=data.augment, normalizer=data.normalizer, n_classes=len(data.class_names),
         in_channels=data.in_channels, seed=seed, device=ctx.device, ctx=ctx, train=train,
         payload=payload, out=ctx.out, progress=ctx.progress, precision=data.precision,
     )

@@ -64,7 +64,7 @@ class StageRun:
     checkpoint_extra: dict
 
     @property
-    def num_classes(self) -> int:
+    def n_classes(self) -> int:
         return len(self.data.class_names)
 
 
@@ -93,7 +93,7 @@ def tau_norm(model: nn.Module, stage: Stage, run: StageRun) -> None:
         with torch.no_grad():
             features = run.data.predict(model.forward_features, "val")["logits"]
         weight = classifier_weight(model.classifier).detach().float().cpu()
-        tau, scores = select_tau(features, torch.from_numpy(run.data.labels("val")), weight, grid, run.num_classes)
+        tau, scores = select_tau(features, torch.from_numpy(run.data.labels("val")), weight, grid, run.n_classes)
     attach_tau_norm(model, tau)
     run.metrics.update(tau=tau, tau_grid=scores)
     run.checkpoint_extra["tau"] = tau
@@ -103,21 +103,21 @@ def tau_norm(model: nn.Module, stage: Stage, run: StageRun) -> None:
 @STAGES.decorator("crt")
 def crt(model: nn.Module, stage: Stage, run: StageRun) -> None:
     """Classifier re-training: a fresh (seeded) linear classifier on the frozen features."""
-    head = attach_crt(model, run.num_classes, derive_seed(run.seed, run.index))
+    head = attach_crt(model, run.n_classes, derive_seed(run.seed, run.index))
     _train_head(model, head, nn.CrossEntropyLoss(), stage, run)
 
 
 @STAGES.decorator("lws")
 def lws(model: nn.Module, stage: Stage, run: StageRun) -> None:
     """Learnable weight scaling: one scale per class on the frozen classifier."""
-    head = attach_lws(model, run.num_classes)
+    head = attach_lws(model, run.n_classes)
     _train_head(model, head, nn.CrossEntropyLoss(), stage, run)
 
 
 @STAGES.decorator("routing")
 def routing(model: nn.Module, stage: Stage, run: StageRun) -> nn.Module:
     """RIDE's expert assignment: routers trained on the frozen experts; returns the routed model."""
-    routed, routers = attach_routers(model, run.recipe, stage, run.num_classes, derive_seed(run.seed, run.index),
+    routed, routers = attach_routers(model, run.recipe, stage, run.n_classes, derive_seed(run.seed, run.index),
                                      run.ctx.device)
     _train_head(routed, routers, routing_loss(stage), stage, run, forward=routed.forward_experts,
                 count_correct=False)
@@ -137,7 +137,7 @@ def posthoc_adjust(model: nn.Module, stage: Stage, run: StageRun) -> None:
         with torch.no_grad():
             logits = run.data.predict(model, "val")["logits"]
         tau, scores = select_adjustment_tau(logits, torch.from_numpy(run.data.labels("val")), prior, grid,
-                                            run.num_classes)
+                                            run.n_classes)
     attach_adjustment(model, prior, tau)
     run.metrics.update(tau=tau, tau_grid=scores)
     run.checkpoint_extra["tau"] = tau

@@ -34,7 +34,7 @@ def test_paper_numbers():
                          [(16, 5, 100, 32, 3), (4, 1, 10, 32, 3), (8, 2, 7, 32, 1), (4, 3, 10, 28, 1)])
 def test_the_counter_gives_the_hand_derived_compute(width, blocks, classes, size, in_channels):
     """count_flops walks the model; tests/analytic_flops.py adds up the architecture by hand."""
-    kw = {"num_classes": classes, "width": width, "blocks": blocks, "in_channels": in_channels, "input_size": size}
+    kw = {"n_classes": classes, "width": width, "blocks": blocks, "in_channels": in_channels, "input_size": size}
     macs = resnet32_macs(width, blocks, classes, size, in_channels)
     assert count_flops("resnet32", **kw)["mflops"] * 1e6 == pytest.approx(macs, abs=1e-3)
     assert count_flops("bbn-resnet32", **kw)["mflops"] * 1e6 == pytest.approx(
@@ -48,8 +48,8 @@ def test_model_instances_and_imagenet():
     routed = RoutedRide(create_model("ride-resnet32", 100))
     assert count_flops(routed, expert_usage=PAPER_USAGE)["mflops"] == pytest.approx(77.84, abs=0.01)
     # ImageNet ResNet-50: the usual 4.1 GMACs at 224 (meta device, no compute)
-    assert count_flops("resnet50", num_classes=1000)["mflops"] == pytest.approx(4111, abs=5)
-    ride50 = count_flops("ride-resnet50", num_classes=1000, num_experts=2)
+    assert count_flops("resnet50", n_classes=1000)["mflops"] == pytest.approx(4111, abs=5)
+    ride50 = count_flops("ride-resnet50", n_classes=1000, num_experts=2)
     assert ride50["shared_mflops"] < ride50["expert_mflops"] * 2
     # a smaller input costs less; width scales the CIFAR models
     assert count_flops("resnet32", input_size=16)["mflops"] < 69.47 / 3

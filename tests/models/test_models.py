@@ -60,10 +60,10 @@ def test_ride_resnet32_shapes_and_size():
     assert full.num_features == 16
 
 
-def _tiny_pair(name="ride-resnet32", num_classes=7, expert_mode="auto", **kw):
+def _tiny_pair(name="ride-resnet32", n_classes=7, expert_mode="auto", **kw):
     torch.manual_seed(0)
-    fused = create_model(name, num_classes, fused=True, expert_mode=expert_mode, **kw)
-    separate = create_model(name, num_classes, fused=False, channels_last=False, **kw)
+    fused = create_model(name, n_classes, fused=True, expert_mode=expert_mode, **kw)
+    separate = create_model(name, n_classes, fused=False, channels_last=False, **kw)
     separate.load_state_dict(separate_state_dict(fused.state_dict(), fused.num_experts))
     return fused, separate
 
@@ -158,7 +158,7 @@ def test_imagenet_sizes_on_meta_device():
 def test_imagenet_forward_and_grouped_expert_identity():
     torch.manual_seed(0)
     assert create_model("resnet10", 10).eval()(torch.randn(2, 3, 64, 64)).shape == (2, 10)
-    fused, separate = _tiny_pair("ride-resnext50", num_classes=6, expert_mode="grouped", num_experts=2)
+    fused, separate = _tiny_pair("ride-resnext50", n_classes=6, expert_mode="grouped", num_experts=2)
     fused.eval(), separate.eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
@@ -213,7 +213,7 @@ def test_registry():
     with pytest.raises(BvkitError, match="bad arguments"):
         create_model("resnet32", 10, experts=3)
     with pytest.raises(BvkitError, match="already registered"):
-        register_model("resnet32")(lambda num_classes: None)
+        register_model("resnet32")(lambda n_classes: None)
     assert isinstance(create_model("ride-resnet32", 4, **TINY), RideNet)
 
 

@@ -157,12 +157,12 @@ def test_flops_add_one_last_block_and_the_wider_classifier_to_resnet32():
     # channels, 8x8: 2 x (64 x 64 x 9 x 64 + 2 x 64 x 64) = 4,734,976) and 64 x 100 classifier weights
     assert resnet32_macs(classes=100) == 69_474_560
     assert bbn_extra_macs(classes=100) == 4_734_976 + 6_400
-    assert count_flops("resnet32", num_classes=100)["mflops"] * 1e6 == pytest.approx(69_474_560, abs=1e-3)
-    assert count_flops("bbn-resnet32", num_classes=100)["mflops"] * 1e6 == pytest.approx(74_215_936, abs=1e-3)
+    assert count_flops("resnet32", n_classes=100)["mflops"] * 1e6 == pytest.approx(69_474_560, abs=1e-3)
+    assert count_flops("bbn-resnet32", n_classes=100)["mflops"] * 1e6 == pytest.approx(74_215_936, abs=1e-3)
     # one block per stage: the branch's block is the striding one, 32 -> 64 channels
     tiny = resnet32_macs(4, 1, 10) + bbn_extra_macs(4, 1, 10)
     assert tiny == 884_896 + 225_440
-    assert count_flops("bbn-resnet32", num_classes=10, width=4, blocks=1)["mflops"] * 1e6 == pytest.approx(tiny, abs=1e-3)
+    assert count_flops("bbn-resnet32", n_classes=10, width=4, blocks=1)["mflops"] * 1e6 == pytest.approx(tiny, abs=1e-3)
 
 
 def test_train_writes_metrics_and_history(bbn_run_dir, tiny_data):

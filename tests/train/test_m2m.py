@@ -28,9 +28,9 @@ GENERATING = {"epochs": 2, **TINY, "procedure_kwargs.gen_start": 0, "procedure_k
               "procedure_kwargs.beta": 0.5}
 
 
-def linear(num_classes=4, scale=1.0, seed=0):
+def linear(n_classes=4, scale=1.0, seed=0):
     torch.manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, num_classes))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, n_classes))
     with torch.no_grad():
         model[1].weight.normal_(0, scale)
         model[1].bias.zero_()
@@ -42,9 +42,9 @@ def translator(g, f, counts=COUNTS, **options):
     return Translator(g, f, counts, MEAN, STD, **kw)
 
 
-def balanced_batch(n, seed=0, num_classes=4):
+def balanced_batch(n, seed=0, n_classes=4):
     gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % num_classes
+    y = torch.arange(n) % n_classes
     x = normalize(torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=gen), MEAN, STD)
     return x, y
 

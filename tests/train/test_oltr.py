@@ -160,7 +160,7 @@ def test_compute_counts_every_product_exactly():
     oltr_mflops = count_flops(create_model("oltr-resnet32", classes, **SMALL))["mflops"]
     assert count_flops(create_model("resnet32", classes, **SMALL))["mflops"] * 1e6 == pytest.approx(plain, abs=1e-3)
     assert oltr_mflops * 1e6 == pytest.approx(plain + extra - classes * c, abs=1e-3)
-    assert count_flops("oltr-resnet32", num_classes=classes, **SMALL)["mflops"] == pytest.approx(oltr_mflops)
+    assert count_flops("oltr-resnet32", n_classes=classes, **SMALL)["mflops"] == pytest.approx(oltr_mflops)
 
 
 def test_disc_centroids_loss_value_and_the_official_gradients():

@@ -98,7 +98,7 @@ def test_resnet34_cifar_is_the_weight_balancing_papers_backbone():
 
     model = create_model("resnet34-cifar", 10)
     assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert count_flops("resnet34-cifar", num_classes=100)["params"] == pytest.approx(21.3e6, rel=0.01)
+    assert count_flops("resnet34-cifar", n_classes=100)["params"] == pytest.approx(21.3e6, rel=0.01)
 
 
 # ---------------------------------------------------------------- post-hoc logit adjustment

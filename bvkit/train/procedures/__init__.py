@@ -63,7 +63,7 @@ class ProcedureEnv:
     train_counts: np.ndarray  # images per class in train_set
     augment: Any  # bvkit.data.Augment of the recipe
     normalizer: Callable[[torch.Tensor], torch.Tensor]  # uint8 -> normalised float (no augmentation)
-    num_classes: int
+    n_classes: int
     in_channels: int
     seed: int
     device: torch.device

@@ -107,7 +107,7 @@ class CumulativeLoss(nn.Module):
 def bbn(env: ProcedureEnv) -> nn.Module:
     """Train the recipe's bilateral-branch model; its eval forward is BBN's inference (alpha 0.5)."""
     recipe = env.recipe
-    model = build_model(recipe, env.num_classes, env.in_channels, env.seed, env.device)
+    model = build_model(recipe, env.n_classes, env.in_channels, env.seed, env.device)
     if not hasattr(model, "forward_bilateral"):
         raise BvkitError(f"method {recipe.name} needs a bilateral-branch model such as bbn-resnet32, "
                          f"got {recipe.model}")
@@ -122,7 +122,7 @@ def bbn(env: ProcedureEnv) -> nn.Module:
         schedule=recipe_schedule(recipe, len(loader)), base_lr=recipe.lr, set_modes=model.train,
         logits_of=lambda output: output["logits"].repeat(2, 1),  # one prediction per (y_c, y_r) pair
         shard=False,  # a contiguous DDP shard would split the uniform half from the reversed one
-        validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes,
+        validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.n_classes,
                                            precision=env.precision),
         precision=env.precision,
     )

@@ -247,7 +247,7 @@ def lfme(env: ProcedureEnv) -> nn.Module:
     if len(env.val_set.y) == 0:
         raise BvkitError("lfme needs validation images for its self-paced expert selection")
     groups = class_groups(env.train_counts)
-    group_of_class = np.empty(env.num_classes, dtype=np.int64)
+    group_of_class = np.empty(env.n_classes, dtype=np.int64)
     for g, classes in enumerate(groups.values()):
         group_of_class[classes] = g
     train_labels = np.asarray(env.data.pool.labels)[env.train_idx]
@@ -304,7 +304,7 @@ def _train_student(env: ProcedureEnv, options: dict, groups: dict[str, np.ndarra
     distillation; returns it with its loss (which holds the last weights and accuracies)."""
     recipe = env.recipe
     class_index = [torch.as_tensor(classes, device=env.device) for classes in groups.values()]
-    model = build_model(recipe, env.num_classes, env.in_channels, env.seed, env.device)
+    model = build_model(recipe, env.n_classes, env.in_channels, env.seed, env.device)
     loss = LFMELoss(
         build_loss(recipe, env.train_counts, env.device), group_of_class, train_labels,
         easiest_first_ranks(confidence, group_of_class[train_labels]), expert_accuracy,
@@ -315,7 +315,7 @@ def _train_student(env: ProcedureEnv, options: dict, groups: dict[str, np.ndarra
 
     def spread(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """An expert's (B, K) logits in its classes' columns of a (B, C) tensor (zeros elsewhere)."""
-        return logits.new_zeros(len(logits), env.num_classes).index_copy(1, index, logits)
+        return logits.new_zeros(len(logits), env.n_classes).index_copy(1, index, logits)
 
     def forward(x):
         with torch.no_grad():
@@ -326,7 +326,7 @@ def _train_student(env: ProcedureEnv, options: dict, groups: dict[str, np.ndarra
         """The student's validation accuracy; its accuracy on each group's classes (predicting
         among all classes, as the official code does) goes to the loss for the next weights."""
         logits = _predict(model, env.val_set.x, env)
-        per_class = per_class_accuracy(logits.argmax(1).numpy(), val_labels, env.num_classes)
+        per_class = per_class_accuracy(logits.argmax(1).numpy(), val_labels, env.n_classes)
         accuracy = [_nanmean(per_class[classes]) for classes in groups.values()]
         loss.student_accuracy.copy_(torch.tensor(accuracy, dtype=torch.float64))
         if env.ctx.log is not None:

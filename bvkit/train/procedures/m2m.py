@@ -200,7 +200,7 @@ def m2m(env: ProcedureEnv) -> nn.Module:
     freeze(g)
 
     # f: its own initialisation and data order (the official f is a separate run from g)
-    model = build_model(recipe, env.num_classes, env.in_channels, derive_seed(env.seed, 1), env.device)
+    model = build_model(recipe, env.n_classes, env.in_channels, derive_seed(env.seed, 1), env.device)
     translator = Translator(g, model, env.train_counts, env.augment.mean, env.augment.std, precision=env.precision,
                             **{k: options[k] for k in ("beta", "lam", "gamma", "steps", "step_size", "noise_norm")})
     gen_start = scale_epoch(options["gen_start"], recipe.epochs, recipe.reference_epochs)
@@ -211,7 +211,7 @@ def m2m(env: ProcedureEnv) -> nn.Module:
     optimizer = make_optimizer(model.parameters(), recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
     phase = Phase("m2m", 0, model, ddp.wrap(model), loss, optimizer, loader, recipe_schedule(recipe, len(loader)),
                   recipe.lr, set_modes=model.train, checkpoint_extra={"m2m_stats": translator.stats},
-                  validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes,
+                  validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.n_classes,
                                                      precision=env.precision),
                   precision=env.precision)
 

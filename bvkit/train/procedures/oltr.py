@@ -62,16 +62,16 @@ class _CentroidAttraction(torch.autograd.Function):
     def forward(ctx, features, labels, centroids):
         diff = centroids.index_select(0, labels) - features
         ctx.save_for_backward(diff, labels)
-        ctx.num_classes = centroids.shape[0]
+        ctx.n_classes = centroids.shape[0]
         return diff.pow(2).sum() / (2.0 * len(labels))
 
     @staticmethod
     def backward(ctx, grad_output):
         diff, labels = ctx.saved_tensors
         batch = len(labels)
-        counts = torch.ones(ctx.num_classes, device=diff.device, dtype=diff.dtype)
+        counts = torch.ones(ctx.n_classes, device=diff.device, dtype=diff.dtype)
         counts.index_add_(0, labels, torch.ones_like(labels, dtype=diff.dtype))
-        grad_centroids = torch.zeros(ctx.num_classes, diff.shape[1], device=diff.device, dtype=diff.dtype)
+        grad_centroids = torch.zeros(ctx.n_classes, diff.shape[1], device=diff.device, dtype=diff.dtype)
         grad_centroids.index_add_(0, labels, diff)
         return -grad_output * diff / batch, None, grad_centroids / counts[:, None] / batch
 
@@ -126,11 +126,11 @@ def class_centroids(model: nn.Module, env: ProcedureEnv) -> torch.Tensor:
     features = predict(model.forward_features, env.train_set.x, env.normalizer, env.device,
                        precision=env.precision)["logits"]
     labels = env.train_set.y.cpu()
-    counts = torch.bincount(labels, minlength=env.num_classes)
+    counts = torch.bincount(labels, minlength=env.n_classes)
     if (counts == 0).any():
         raise BvkitError(f"OLTR's memory needs a training image of every class; class "
                          f"{int(torch.nonzero(counts == 0)[0])} has none")
-    sums = torch.zeros(env.num_classes, features.shape[1]).index_add_(0, labels, features)
+    sums = torch.zeros(env.n_classes, features.shape[1]).index_add_(0, labels, features)
     return (sums / counts[:, None]).to(env.device)
 
 
@@ -177,7 +177,7 @@ def oltr(env: ProcedureEnv) -> nn.Module:
     if size[0] != size[1]:
         raise BvkitError(f"OLTR's spatial attention needs square images, got {size[0]}x{size[1]}")
     model_recipe = replace(recipe, model_kwargs={**recipe.model_kwargs, "input_size": int(size[0])})
-    model = build_model(model_recipe, env.num_classes, env.in_channels, derive_seed(env.seed, 1), env.device)
+    model = build_model(model_recipe, env.n_classes, env.in_channels, derive_seed(env.seed, 1), env.device)
     stage_one = env.subrun("stage1", STAGE1_METHOD, **stage_one_overrides(env))
     resuming = env.payload is not None and env.payload.get("stage") == 0
     if not resuming:  # a resumed stage two takes its centroids (and all else) from the checkpoint
@@ -198,7 +198,7 @@ def oltr(env: ProcedureEnv) -> nn.Module:
         loss=loss, optimizer=optimizer, loader=loader, schedule=schedule, base_lr=recipe.lr,
         set_modes=model.train,
         shard=False,  # not DDP-wrapped: every rank takes the whole batch, so the ranks stay identical
-        validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.num_classes,
+        validate=lambda: evaluate_accuracy(model, env.val_set, env.normalizer, env.device, env.n_classes,
                                            precision=env.precision),
         precision=env.precision,
     )

@@ -75,8 +75,8 @@ class DeviceData:
     augment: Any
     normalizer: Callable
     device: torch.device
-    source: Any = None  # the LongTailed (procedures)
-    train_idx: np.ndarray | None = None  # into source.pool
+    long_tailed: Any = None  # the LongTailed (procedures)
+    train_idx: np.ndarray | None = None  # into long_tailed.pool
     val_idx: np.ndarray | None = None
     check_set: Tensors | None = None  # unused pool images beyond the validation draw (module doc)
     check_idx: np.ndarray | None = None
@@ -188,7 +188,7 @@ def load_data(dataset, imbalance, data_root, n_max):
     return make_long_tailed(dataset, **kwargs)
 
 
-def prepare_data(source, recipe: Recipe, seed: int, device: torch.device, workers: int | None = None,
+def prepare_data(long_tailed, recipe: Recipe, seed: int, device: torch.device, workers: int | None = None,
                  check_per_class: int = CHECK_PER_CLASS, test: bool = True):
     """The run's data: :class:`DeviceData` for a ``LongTailed``, :class:`ListData` for a
     file-list benchmark, with the validation split of ``recipe.val_per_class`` (never the test
@@ -196,29 +196,29 @@ def prepare_data(source, recipe: Recipe, seed: int, device: torch.device, worker
     predictions in the recipe's precision on ``device`` (``resolve_precision``). ``test=False``:
     a ``LongTailed``'s test set stays off the device (a pack shares one copy)."""
     precision = resolve_precision(recipe.precision, device)
-    if isinstance(source, FileListBenchmark):
-        return replace(_list_data(source, recipe, seed, device, workers), precision=precision)
-    train_idx, val_idx = validation_split(source, recipe.val_per_class, seed)
-    check_idx = holdout_indices(source, check_per_class, seed, skip=recipe.val_per_class)
-    return device_data(source, train_idx, val_idx, make_augment(recipe, source), device, check_idx=check_idx,
+    if isinstance(long_tailed, FileListBenchmark):
+        return replace(_list_data(long_tailed, recipe, seed, device, workers), precision=precision)
+    train_idx, val_idx = validation_split(long_tailed, recipe.val_per_class, seed)
+    check_idx = holdout_indices(long_tailed, check_per_class, seed, skip=recipe.val_per_class)
+    return device_data(long_tailed, train_idx, val_idx, make_augment(recipe, long_tailed), device, check_idx=check_idx,
                        precision=precision, test=test)
 
 
-def device_data(source, train_idx, val_idx, augment, device: torch.device, test: bool = True,
+def device_data(long_tailed, train_idx, val_idx, augment, device: torch.device, test: bool = True,
                 check_idx=None, precision: str = "fp32") -> DeviceData:
     """:class:`DeviceData` of a ``LongTailed`` trained on ``train_idx`` and validated on
-    ``val_idx`` (into ``source.pool``), checked on ``check_idx`` when given; its test set on
+    ``val_idx`` (into ``long_tailed.pool``), checked on ``check_idx`` when given; its test set on
     the device too unless ``test=False``; predicting in ``precision``."""
-    pool = source.pool
+    pool = long_tailed.pool
     check_idx = None if check_idx is None else np.asarray(check_idx, dtype=np.int64)
     return DeviceData(
-        name=source.name, class_names=source.class_names, counts=np.asarray(source.counts),
-        train_counts=np.bincount(pool.labels[train_idx], minlength=len(source.class_names)),
+        name=long_tailed.name, class_names=long_tailed.class_names, counts=np.asarray(long_tailed.counts),
+        train_counts=np.bincount(pool.labels[train_idx], minlength=len(long_tailed.class_names)),
         train_set=device_tensors(pool.subset(train_idx), device),
         val_set=device_tensors(pool.subset(val_idx), device),
-        test_set=device_tensors(source.test, device) if test else None,
+        test_set=device_tensors(long_tailed.test, device) if test else None,
         augment=augment, normalizer=make_normalizer(augment), device=device,
-        source=source, train_idx=train_idx, val_idx=val_idx,
+        long_tailed=long_tailed, train_idx=train_idx, val_idx=val_idx,
         check_set=None if check_idx is None else device_tensors(pool.subset(check_idx), device), check_idx=check_idx,
         precision=precision,
     )

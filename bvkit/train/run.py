@@ -93,12 +93,12 @@ def train(
     recipe = (apply_overrides(method, overrides) if isinstance(method, Recipe)
               else create_method(method, dataset=dataset_name, **overrides))
     device = resolve_device(device)
-    source = load_data(dataset, imbalance, data_root, n_max)
+    long_tailed = load_data(dataset, imbalance, data_root, n_max)
     ddp.init_from_env(device)
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    data = prepare_data(source, recipe, seed, device, workers)  # its precision: every forward of the run's
+    data = prepare_data(long_tailed, recipe, seed, device, workers)  # its precision: every forward of the run's
     payload = resume_payload(out, run_key(recipe, data, seed)) if resume else None
     ctx = LoopContext(device=device, seed=seed, out=out, progress=progress, log=log, cuda_graphs=cuda_graphs,
                       on_epoch=_epoch_scalars(out) if tensorboard else None,
@@ -172,7 +172,7 @@ def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: Loo
 def _procedure_stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, extra_metrics: dict) -> nn.Module:
     """Stage one by the recipe's procedure (``bvkit.train.procedures``); returns its model."""
     env = ProcedureEnv(
-        recipe=recipe, data=data.source, train_idx=data.train_idx, val_idx=data.val_idx,
+        recipe=recipe, data=data.long_tailed, train_idx=data.train_idx, val_idx=data.val_idx,
         train_set=data.train_set, val_set=data.val_set, train_counts=data.train_counts,
         augment=data.augment, normalizer=data.normalizer, n_classes=len(data.class_names),
         in_channels=data.in_channels, seed=seed, device=ctx.device, ctx=ctx, train=train,

@@ -51,7 +51,7 @@ def register(subparsers) -> None:
                           help="describe the training list FILE ('relative/path label' per line)")
     describe.add_argument("--data-root", default=None, help="data root (default $BVKIT_DATA or the user cache)")
     describe.add_argument("--json", action="store_true", help="print one JSON object")
-    describe.set_defaults(func=run_describe)
+    describe.set_defaults(func=describe_command)
     fetch = commands.add_parser(
         "fetch", help="download CIFAR-10 or CIFAR-100 into the data root",
         description="Download the python release of CIFAR-10 or CIFAR-100 (train and test) "
@@ -60,7 +60,7 @@ def register(subparsers) -> None:
     fetch.add_argument("dataset", choices=sorted(CIFAR), metavar="DATASET",
                        help=f"one of {', '.join(sorted(CIFAR))}")
     fetch.add_argument("--data-root", default=None, help="data root (default $BVKIT_DATA or the user cache)")
-    fetch.set_defaults(func=run_fetch)
+    fetch.set_defaults(func=fetch_command)
 
 
 def describe_dataset(dataset: str, imbalance: float = 100.0, profile: str = "exp",
@@ -109,7 +109,7 @@ def _class_names(source: str, n_classes: int, root) -> list[str]:
     return [str(c) for c in range(n_classes)]
 
 
-def run_describe(args) -> int:
+def describe_command(args) -> int:
     info = describe_dataset(args.dataset, args.imbalance, args.profile, args.many, args.few,
                             args.data_root, args.n_max, args.list_path)
     if args.json:
@@ -132,7 +132,7 @@ def run_describe(args) -> int:
     return 0
 
 
-def run_fetch(args) -> int:
+def fetch_command(args) -> int:
     print(f"fetching {args.dataset} into {data_root(args.data_root)}")
     print(f"{args.dataset} ready in {fetch_cifar(args.dataset, args.data_root)}")
     return 0

@@ -357,8 +357,8 @@ class EpochBatchSampler(EpochOrder, torch.utils.data.Sampler):
 class FileListLoader:
     """A training DataLoader over a file list driven by an :class:`EpochBatchSampler`:
     ``set_epoch``, ``len`` (global batches per epoch) and iteration of ``(inputs, targets)``,
-    what ``bvkit.train.loop.run_phase`` needs. ``sharded``: each DDP rank yields its own
-    slice of every batch, so ``run_phase`` must not slice it again."""
+    what ``bvkit.train.loop.train_phase`` needs. ``sharded``: each DDP rank yields its own
+    slice of every batch, so ``train_phase`` must not slice it again."""
 
     def __init__(self, dataset: FileListDataset, sampler: EpochBatchSampler, workers: int = 4, **loader_kw):
         self.dataset, self.sampler = dataset, sampler

@@ -28,9 +28,13 @@ def get_method(name: str) -> Recipe:
     return _METHODS.get(name)
 
 
-def create_method(name: str, dataset: str | None = None, **overrides: Any) -> Recipe:
+def create_method(name: str | Recipe, dataset: str | None = None, **overrides: Any) -> Recipe:
     """The recipe of ``name`` (adapted to ``dataset`` when it is an ImageNet-size benchmark,
-    see ``for_dataset``) with ``overrides`` applied (``parse_overrides``' grammar)."""
+    see ``for_dataset``) with ``overrides`` applied (``parse_overrides``' grammar). A
+    :class:`Recipe` given instead of a name is taken as already resolved: only the overrides
+    are applied (``bvkit.train.train`` and packing take either)."""
+    if isinstance(name, Recipe):
+        return apply_overrides(name, overrides)
     recipe = get_method(name)
     if dataset is not None:
         recipe = for_dataset(recipe, dataset)

@@ -29,10 +29,10 @@ def register(subparsers) -> None:
     parser.add_argument("--num-classes", dest="n_classes", metavar="NUM_CLASSES", type=int, default=100,
                         help="classes (default 100)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.set_defaults(func=run_flops)
+    parser.set_defaults(func=flops_command)
 
 
-def run_flops(args: argparse.Namespace) -> int:
+def flops_command(args: argparse.Namespace) -> int:
     from bvkit.models import count_flops, list_models
 
     if args.list:

@@ -29,7 +29,7 @@ def register(subparsers) -> None:
                          help="comma-separated: png, pdf, svg (default png)")
     figures.add_argument("--window", type=int, metavar="K",
                          help="moving-average window over sorted classes (default: ~C/10, odd)")
-    figures.set_defaults(func=run_figures)
+    figures.set_defaults(func=figures_command)
 
     table = subparsers.add_parser(
         "table", help="print and write a study's tables into DIR/tables/",
@@ -40,7 +40,7 @@ def register(subparsers) -> None:
                     "--format latex writes booktabs tables for a paper.")
     _study_arguments(table)
     table.add_argument("--format", default="markdown", choices=("markdown", "csv", "latex"))
-    table.set_defaults(func=run_table)
+    table.set_defaults(func=table_command)
 
     report = subparsers.add_parser(
         "report", help="write a self-contained HTML report of a study",
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     report.add_argument("--out", type=Path, metavar="FILE", help="default: DIR/report.html")
     report.add_argument("--window", type=int, metavar="K",
                         help="moving-average window over sorted classes (default: ~C/10, odd)")
-    report.set_defaults(func=run_report)
+    report.set_defaults(func=report_command)
 
 
 def _study_arguments(parser: argparse.ArgumentParser) -> None:
@@ -87,7 +87,7 @@ def _formats(text: str) -> list[str]:
     return formats
 
 
-def run_figures(args: argparse.Namespace) -> int:
+def figures_command(args: argparse.Namespace) -> int:
     from bvkit.report.assembly import make_figures
     from bvkit.report.figures import save_figure
 
@@ -104,7 +104,7 @@ def run_figures(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_table(args: argparse.Namespace) -> int:
+def table_command(args: argparse.Namespace) -> int:
     from bvkit.report.assembly import TABLE_TITLES, make_tables
     from bvkit.report import tables
 
@@ -122,7 +122,7 @@ def run_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_report(args: argparse.Namespace) -> int:
+def report_command(args: argparse.Namespace) -> int:
     from bvkit.report.assembly import make_figures, make_tables, report_page
 
     frames = _load(args)

@@ -21,7 +21,7 @@ _EXPORTS = {
     "packable": "bvkit.train.packing",
     "validation_split": "bvkit.train.data",
     "resolve_device": "bvkit.train.devices",
-    "run_phase": "bvkit.train.loop",
+    "train_phase": "bvkit.train.loop",
     "Schedule": "bvkit.train.schedule",
     "ride_schedule": "bvkit.train.schedule",
     "save_checkpoint": "bvkit.train.checkpoint",

@@ -68,14 +68,14 @@ def register(subparsers) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first (the current directory, then sys.path): it may register "
                              "your own methods, models or losses; repeatable")
-    parser.set_defaults(func=run_train)
+    parser.set_defaults(func=train_command)
 
     methods = subparsers.add_parser("methods", help="list the registered training methods")
     methods.add_argument("pattern", nargs="?", default="*", help="glob, e.g. 'ride*'")
     methods.add_argument("--show", action="store_true", help="print each recipe as JSON")
     methods.add_argument("--dataset", help="the recipes as they run on this dataset (imagenet-lt, inat2018 "
                          "have their own published settings)")
-    methods.set_defaults(func=run_methods)
+    methods.set_defaults(func=methods_command)
 
 
 def overrides_from_args(args) -> dict:
@@ -88,7 +88,7 @@ def overrides_from_args(args) -> dict:
                               precision=args.precision, schedule_scaling=args.schedule_scaling)}
 
 
-def run_train(args: argparse.Namespace) -> int:
+def train_command(args: argparse.Namespace) -> int:
     from bvkit.methods import create_method
     from bvkit.plugins import load_plugins
 
@@ -161,7 +161,7 @@ def format_summary(metrics: dict) -> str:
     return line + f", {metrics['seconds']:.0f} s"
 
 
-def run_methods(args: argparse.Namespace) -> int:
+def methods_command(args: argparse.Namespace) -> int:
     from bvkit.methods import create_method, list_methods
 
     names = list_methods(args.pattern)

@@ -101,7 +101,7 @@ class DeviceData:
         return self.part(name).y.cpu().numpy()
 
     def train_loader(self, batch_size: int, balanced: bool, seed: int, shard: bool = True):
-        """Under DDP every rank walks the same batches; ``run_phase`` slices them (``shard``)."""
+        """Under DDP every rank walks the same batches; ``train_phase`` slices them (``shard``)."""
         return make_loader(self.train_set, batch_size, balanced, self.augment, seed)
 
     def predict(self, forward, name: str) -> dict[str, torch.Tensor]:

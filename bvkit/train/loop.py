@@ -13,7 +13,7 @@ bf16 autocast or none); the loss is computed outside it, in float32, on ``float_
 
 A phase may train ``K`` runs packed into one network in lockstep (``Phase.pack``, built by
 ``bvkit.train.packing``): its loss returns the ``K`` runs' losses, its targets are ``(K, B)``
-and its logits ``(K, B, C)``, and ``run_phase`` takes one :class:`LoopContext` per run: each
+and its logits ``(K, B, C)``, and ``train_phase`` takes one :class:`LoopContext` per run: each
 run gets its own history rows, checkpoints (its own model, optimiser and loss state, as a
 single run's), progress file and TensorBoard scalars.
 """
@@ -119,7 +119,7 @@ class EpochTotals:
     elapsed: float
 
 
-def run_phase(phase: Phase, epochs: int, ctx: LoopContext | Sequence[LoopContext], start_epoch: int = 0) -> None:
+def train_phase(phase: Phase, epochs: int, ctx: LoopContext | Sequence[LoopContext], start_epoch: int = 0) -> None:
     """Train ``phase`` from ``start_epoch`` to ``epochs``, checkpointing after every epoch;
     ``ctx``: the run's context, a packed phase's one per run."""
     runs = list(ctx) if isinstance(ctx, Sequence) else [ctx]

@@ -13,7 +13,7 @@ count; runs of other sizes are packed with their own size class, possibly alone)
 a pack share the recipe, hence the lr schedule.
 
 This module only packs and unpacks: the runs' models, losses and data into one
-:class:`bvkit.train.loop.Phase` (``Phase.pack``: :class:`Pack`), which ``run_phase`` trains
+:class:`bvkit.train.loop.Phase` (``Phase.pack``: :class:`Pack`), which ``train_phase`` trains
 like any phase, with one ``LoopContext`` per run: each run records the history, checkpoints,
 progress file and TensorBoard scalars of a single run, and a pack interrupted after an epoch
 resumes from its runs' checkpoints (each a single run's: its model, optimiser and loss state
@@ -42,14 +42,14 @@ import torch
 
 from bvkit.data.loaders import crop_flip_rotate_with, normalize
 from bvkit.errors import BvkitError
-from bvkit.methods import Recipe, apply_overrides, create_method
+from bvkit.methods import Recipe, create_method
 from bvkit.models.packed_models import pack_models, pack_state, unpack_state
 from bvkit.train.builders import build_loss, build_model, make_optimizer, recipe_schedule
 from bvkit.train.checkpoint import load_state, restore_rng
 from bvkit.train.data import device_tensors, load_data, make_loader, prepare_data
 from bvkit.train.devices import autocast, resolve_device
 from bvkit.train.evaluation import TestWatch, first_drop_epoch, snapshot_every, validation_record
-from bvkit.train.loop import LoopContext, Phase, derive_seed, prepare_batch, run_phase
+from bvkit.train.loop import LoopContext, Phase, derive_seed, prepare_batch, train_phase
 from bvkit.train.outputs import checkpoint_keys, finish_run, resume_payload, run_key
 from bvkit.train.tensorboard import EpochScalars
 
@@ -79,7 +79,7 @@ def packable(recipe: Recipe) -> bool:
 
 
 @dataclass
-class _Run:
+class _Member:
     """A member while its pack trains: its data, the checkpoint it resumes (if any), its context."""
 
     member: PackMember
@@ -117,7 +117,7 @@ def train_packed(
     ``tensorboard``: each run's epochs as TensorBoard scalars in its ``out/tensorboard``."""
     if not members:
         return []
-    recipe = apply_overrides(method, overrides) if isinstance(method, Recipe) else create_method(method, **overrides)
+    recipe = create_method(method, dataset=getattr(dataset, "name", None), **overrides)
     if not packable(recipe):
         raise BvkitError(f"method {recipe.name!r} cannot be packed (second stages, a teacher or model {recipe.model})")
     data = load_data(dataset, imbalance, data_root, n_max)
@@ -136,7 +136,7 @@ def train_packed(
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
         payload = resume_payload(out, run_key(recipe, run_data, member.seed)) if resume else None
-        runs.append(_Run(member, run_data, payload))
+        runs.append(_Member(member, run_data, payload))
     results: list[PackedRunResult | None] = [None] * len(members)
     options = {"compile": compile, "progress": progress, "log": log, "cuda_graphs": cuda_graphs,
                "tensorboard": tensorboard, "imbalance": imbalance}
@@ -150,7 +150,7 @@ def train_packed(
 # ---------------------------------------------------------------------------------------------
 
 
-def _train_pack(recipe: Recipe, runs: list[_Run], device, *, compile, progress, log, cuda_graphs, tensorboard,
+def _train_pack(recipe: Recipe, runs: list[_Member], device, *, compile, progress, log, cuda_graphs, tensorboard,
                 imbalance) -> list[PackedRunResult]:
     started = time.perf_counter()
     size, first = len(runs), runs[0].data
@@ -181,7 +181,7 @@ def _train_pack(recipe: Recipe, runs: list[_Run], device, *, compile, progress, 
     start = pack.restore([run.payload for run in runs])
     if start:
         restore_rng(runs[0].payload, device)
-    run_phase(phase, recipe.epochs, [run.ctx for run in runs], start_epoch=start)
+    train_phase(phase, recipe.epochs, [run.ctx for run in runs], start_epoch=start)
     pack_seconds = time.perf_counter() - started
     results = []
     for k, (run, model) in enumerate(zip(runs, models)):
@@ -195,7 +195,7 @@ def _train_pack(recipe: Recipe, runs: list[_Run], device, *, compile, progress, 
     return results
 
 
-def _run_context(recipe: Recipe, run: _Run, device, progress, cuda_graphs: bool, tensorboard: bool,
+def _run_context(recipe: Recipe, run: _Member, device, progress, cuda_graphs: bool, tensorboard: bool,
                  log) -> LoopContext:
     """One run's ``LoopContext`` in its pack: its output directory, history (a resumed run's so
     far), checkpoint keys and TensorBoard writer, as ``train()`` makes a single run's."""
@@ -207,7 +207,7 @@ def _run_context(recipe: Recipe, run: _Run, device, progress, cuda_graphs: bool,
 
 
 class Pack:
-    """What ``run_phase`` needs of a packed phase's ``K`` runs (``Phase.pack``): ``size``, and each
+    """What ``train_phase`` needs of a packed phase's ``K`` runs (``Phase.pack``): ``size``, and each
     run's model, optimiser and loss state as if it had trained alone (``run_states``: what its
     checkpoint holds), and back (``restore``). A run's optimiser state indexes its parameters
     as a single run's optimiser does: its model's, then its loss's."""

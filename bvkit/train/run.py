@@ -34,10 +34,10 @@ from bvkit.train.checkpoint import load_stage_one, load_state, restore_rng
 from bvkit.train.data import load_data, prepare_data
 from bvkit.train.devices import resolve_device
 from bvkit.train.evaluation import TestWatch, first_drop_epoch, snapshot_every, validation_record
-from bvkit.train.loop import LoopContext, Phase, derive_seed, run_phase
+from bvkit.train.loop import LoopContext, Phase, derive_seed, train_phase
 from bvkit.train.outputs import checkpoint_keys, finish_run, resume_payload, resume_phase, run_key
 from bvkit.train.procedures import ProcedureEnv, get_procedure
-from bvkit.train.stages import run_stages
+from bvkit.train.stages import train_stages
 from bvkit.train.tensorboard import EpochScalars
 
 
@@ -90,8 +90,7 @@ def train(
     """
     started = time.perf_counter()
     dataset_name = dataset if isinstance(dataset, str) else getattr(dataset, "name", None)
-    recipe = (apply_overrides(method, overrides) if isinstance(method, Recipe)
-              else create_method(method, dataset=dataset_name, **overrides))
+    recipe = create_method(method, dataset=dataset_name, **overrides)
     device = resolve_device(device)
     long_tailed = load_data(dataset, imbalance, data_root, n_max)
     ddp.init_from_env(device)
@@ -109,7 +108,7 @@ def train(
     extra_metrics: dict = {"precision": data.precision}  # and a procedure's or a stage's own metrics.json keys
 
     model, recipe, epochs, stage_one_state = _stage_one(recipe, data, seed, ctx, payload, stage_one, extra_metrics)
-    routed = run_stages(model, recipe, data, seed, ctx, payload, {"stage_one_model": stage_one_state}, extra_metrics)
+    routed = train_stages(model, recipe, data, seed, ctx, payload, {"stage_one_model": stage_one_state}, extra_metrics)
 
     ddp.barrier()
     metrics, labels, logits = finish_run(ctx, recipe, model, routed, data, imbalance=imbalance, epochs=epochs,
@@ -166,7 +165,7 @@ def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: Loo
                   validate=lambda: validation_record(data, model), checkpoint_extra={"stage_epochs": recipe.epochs},
                   precision=data.precision)
     start = resume_phase(phase, payload)
-    run_phase(phase, recipe.epochs, ctx, start_epoch=start)
+    train_phase(phase, recipe.epochs, ctx, start_epoch=start)
 
 
 def _procedure_stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, extra_metrics: dict) -> nn.Module:

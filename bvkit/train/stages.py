@@ -40,7 +40,7 @@ from bvkit.train.decoupled import (
     select_tau,
 )
 from bvkit.train.evaluation import validation_record
-from bvkit.train.loop import EpochRecord, LoopContext, Phase, derive_seed, format_record, run_phase, set_frozen_modes
+from bvkit.train.loop import EpochRecord, LoopContext, Phase, derive_seed, format_record, train_phase, set_frozen_modes
 from bvkit.train.outputs import resume_phase, save_final_checkpoint
 from bvkit.train.routing import attach_routers, routing_loss
 from bvkit.train.schedule import Schedule
@@ -68,7 +68,7 @@ class StageRun:
         return len(self.data.class_names)
 
 
-def run_stages(model: nn.Module, recipe: Recipe, data, seed: int, ctx: LoopContext, payload: dict | None,
+def train_stages(model: nn.Module, recipe: Recipe, data, seed: int, ctx: LoopContext, payload: dict | None,
                checkpoint_extra: dict, metrics: dict) -> nn.Module | None:
     """The recipe's second stages in order on ``model``; the routed model if one was built.
     ``checkpoint_extra``: what each stage's checkpoints add (the stage-one model)."""
@@ -236,4 +236,4 @@ def _train_head(model, head, loss, stage: Stage, run: StageRun, forward=None, co
                   validate=lambda: validation_record(run.data, validate_forward),
                   checkpoint_extra=run.checkpoint_extra, precision=run.data.precision)
     start = resume_phase(phase, run.payload)
-    run_phase(phase, stage.epochs, run.ctx, start_epoch=start)
+    train_phase(phase, stage.epochs, run.ctx, start_epoch=start)

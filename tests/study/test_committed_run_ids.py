@@ -33,11 +33,11 @@ def test_every_committed_run_is_planned_under_the_id_it_was_made_with(study_dir)
     assert held, f"{study_dir.name}: no run committed"
     missing = sorted(set(held) - set(planned))
     assert not missing, f"{study_dir.name}: runs the plan no longer names (they would be trained again): {missing}"
-    for run_id, state in held.items():
-        assert planned[run_id] == state
+    for run_id, state in held.items():  # a run in flight: "running" while its process holds it, else resumable
+        assert planned[run_id] == state if state == "done" else planned[run_id] in ("running", "pending")
     for task in tasks:  # a reusing run points at its provider's committed run
         if task.stage_one is not None and task.stage_one.run_id in held:
-            assert planned[task.stage_one.run_id] == held[task.stage_one.run_id]
+            assert (planned[task.stage_one.run_id] == "done") == (held[task.stage_one.run_id] == "done")
 
 
 def never_called(*args, **kwargs):

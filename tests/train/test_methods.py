@@ -88,3 +88,14 @@ def test_user_methods_register_and_round_trip_through_dicts():
     with pytest.raises(BvkitError, match="already registered"):
         register_method(recipe)
     assert Recipe.from_dict(create_method("ride-ea").to_dict()) == create_method("ride-ea")
+
+
+def test_create_method_takes_a_resolved_recipe_as_it_is():
+    from dataclasses import replace
+
+    from bvkit.methods import create_method
+
+    resolved = create_method("ride", dataset="imagenet-lt", epochs=3)
+    assert create_method(resolved) == resolved  # no second dataset adaptation, no defaults re-applied
+    assert create_method(resolved, lr=0.2) == replace(resolved, lr=0.2)
+    assert create_method(resolved, dataset="cifar10-lt") == resolved

@@ -30,7 +30,7 @@ from torch import nn
 
 from bvkit.methods import Recipe
 from bvkit.registry import Registry
-from bvkit.train.loop import run_phase
+from bvkit.train.loop import train_phase
 from bvkit.train.outputs import resume_phase
 
 PROCEDURES: Registry[Callable[["ProcedureEnv"], nn.Module]] = Registry(
@@ -83,7 +83,7 @@ class ProcedureEnv:
         """Train ``phase`` for ``epochs`` epochs, resuming from the payload when it is this phase's."""
         start = resume_phase(phase, self.payload)
         phase.checkpoint_extra = {**phase.checkpoint_extra, "stage_epochs": epochs}
-        run_phase(phase, epochs, self.ctx, start_epoch=start)
+        train_phase(phase, epochs, self.ctx, start_epoch=start)
 
     def subrun(self, name: str, method: str | Recipe, *, train_indices=None, seed: int | None = None,
                **overrides: Any):

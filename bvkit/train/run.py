@@ -171,7 +171,7 @@ def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: Loo
 def _procedure_stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, extra_metrics: dict) -> nn.Module:
     """Stage one by the recipe's procedure (``bvkit.train.procedures``); returns its model."""
     env = ProcedureEnv(
-        recipe=recipe, data=data.long_tailed, train_idx=data.train_idx, val_idx=data.val_idx,
+        recipe=recipe, long_tailed=data.long_tailed, train_idx=data.train_idx, val_idx=data.val_idx,
         train_set=data.train_set, val_set=data.val_set, train_counts=data.train_counts,
         augment=data.augment, normalizer=data.normalizer, n_classes=len(data.class_names),
         in_channels=data.in_channels, seed=seed, device=ctx.device, ctx=ctx, train=train,

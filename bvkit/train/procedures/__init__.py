@@ -55,9 +55,9 @@ class ProcedureEnv:
     """What a procedure gets: the recipe, the run's data and where it writes."""
 
     recipe: Recipe
-    data: Any  # bvkit.data.LongTailed: data.pool, data.train_indices, data.test, data.counts
-    train_idx: np.ndarray  # indices into data.pool of the training images (LT subset less validation)
-    val_idx: np.ndarray  # indices into data.pool of the validation images
+    long_tailed: Any  # bvkit.data.LongTailed: .pool, .train_indices, .test, .counts
+    train_idx: np.ndarray  # indices into long_tailed.pool of the training images (LT subset less validation)
+    val_idx: np.ndarray  # indices into long_tailed.pool of the validation images
     train_set: Any  # bvkit.train.data.Tensors (x uint8 (N, C, H, W) on the device, y int64)
     val_set: Any
     train_counts: np.ndarray  # images per class in train_set
@@ -88,12 +88,12 @@ class ProcedureEnv:
     def subrun(self, name: str, method: str | Recipe, *, train_indices=None, seed: int | None = None,
                **overrides: Any):
         """Train ``method`` as a nested run under ``out/name`` (resumable) and return its
-        :class:`bvkit.train.run.TrainResult`. ``train_indices`` (into ``data.pool``) replace the
+        :class:`bvkit.train.run.TrainResult`. ``train_indices`` (into ``long_tailed.pool``) replace the
         long-tailed subset, e.g. an expert's many-shot classes."""
-        data = self.data if train_indices is None else replace(
-            self.data, train_indices=np.asarray(train_indices, dtype=np.int64))
+        long_tailed = self.long_tailed if train_indices is None else replace(
+            self.long_tailed, train_indices=np.asarray(train_indices, dtype=np.int64))
         out = self.out / name if self.out is not None else None
         log = self.ctx.log
-        return self.train(method, data, seed=self.seed if seed is None else seed, out=out, device=self.device,
+        return self.train(method, long_tailed, seed=self.seed if seed is None else seed, out=out, device=self.device,
                           progress=self.progress, log=(lambda line: log(f"[{name}] {line}")) if log else None,
                           **{"precision": self.recipe.precision, **overrides})

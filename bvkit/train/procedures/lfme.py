@@ -250,7 +250,7 @@ def lfme(env: ProcedureEnv) -> nn.Module:
     group_of_class = np.empty(env.n_classes, dtype=np.int64)
     for g, classes in enumerate(groups.values()):
         group_of_class[classes] = g
-    train_labels = np.asarray(env.data.pool.labels)[env.train_idx]
+    train_labels = np.asarray(env.long_tailed.pool.labels)[env.train_idx]
     val_labels = env.val_set.y.cpu().numpy()
     experts, expert_accuracy, confidence, report = _train_experts(env, groups, group_of_class, train_labels,
                                                                   val_labels)
@@ -276,7 +276,7 @@ def _train_experts(env: ProcedureEnv, groups: dict[str, np.ndarray], group_of_cl
     experts, expert_accuracy, confidence, report = [], [], np.zeros(len(train_labels)), {}
     for g, (name, classes) in enumerate(groups.items()):
         members = np.flatnonzero(group_of_class[train_labels] == g)
-        result = replace(env, data=group_data(env.data, classes, env.train_idx[members])).subrun(
+        result = replace(env, long_tailed=group_data(env.long_tailed, classes, env.train_idx[members])).subrun(
             f"expert-{name}", "ce", **settings)
         expert = result.model.eval()
         freeze(expert)

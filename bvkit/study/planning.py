@@ -110,6 +110,11 @@ def _data_content(spec: StudySpec) -> dict:
             "n_max": spec.data.n_max, "seed": spec.data.seed}
 
 
+# Recipe fields added since run format 1, with the value every format-1 run had: a run using
+# another value is never taken for a format-1 one, and the format-1 stage-one digest leaves them out.
+ADDED_SINCE_FORMAT_1 = {"schedule_scaling": "proportional"}
+
+
 def legacy_run_id(spec: StudySpec, method: MethodSpec, subset_digest: str, seed: int) -> str:
     """The id the run had before ids were derived from the resolved recipe (run format 1: a
     digest of the spec's own settings, listed by hand, with the stage-one recipe's digest for a
@@ -119,17 +124,15 @@ def legacy_run_id(spec: StudySpec, method: MethodSpec, subset_digest: str, seed:
     settings = {"method": method.method, "epochs": method.epochs, "batch_size": method.batch_size, "lr": method.lr,
                 "model_width": method.model_width, "options": method.options,
                 **({"precision": method.precision} if method.precision != "auto" else {}),
-                # every format-1 run moved its milestones in proportion: another rule never matches one
-                **({"schedule_scaling": method.recipe.schedule_scaling}
-                   if method.recipe.schedule_scaling != "proportional" else {})}
+                **{key: getattr(method.recipe, key) for key, then in ADDED_SINCE_FORMAT_1.items()
+                   if getattr(method.recipe, key) != then}}
     data = {key: value for key, value in _data_content(spec).items() if key != "seed"}
     content = {"format": 1, "bvkit": __version__, "method": settings, "data": data,
                "train_indices": subset_digest, "seed": seed}
     if method.recipe.stages:  # the stage-one recipe as format 1 saw it: without the fields added since
         stage_one = stage_one_recipe(method.recipe)
-        if stage_one["schedule_scaling"] == "proportional":
-            del stage_one["schedule_scaling"]
-        content["stage_one"] = digest_of(stage_one)
+        content["stage_one"] = digest_of({key: value for key, value in stage_one.items()
+                                          if ADDED_SINCE_FORMAT_1.get(key, object()) != value})
     if spec.plugins:
         content["plugins"] = plugin_digest(spec.plugins, [spec.folder])
     return f"{method.method}-{digest_of(content)[:16]}"

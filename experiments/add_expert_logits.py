@@ -29,7 +29,7 @@ from bvkit.study.planning import make_subsets
 from bvkit.train.builders import build_model
 from bvkit.train.checkpoint import load_checkpoint, load_state
 from bvkit.train.data import make_augment, make_normalizer, to_device
-from bvkit.train.devices import RUN_PRECISION, resolve_precision
+from bvkit.train.devices import resolve_precision
 from bvkit.train.evaluation import experts_forward
 from bvkit.train.loop import predict
 
@@ -53,7 +53,7 @@ def main() -> None:
             continue
         payload = load_checkpoint(weights_from / "checkpoint.pt")
         recipe = Recipe.from_dict(payload["recipe"])
-        RUN_PRECISION.set(resolve_precision(recipe.precision, device))
+        precision = resolve_precision(recipe.precision, device)  # as the run evaluated
         model = build_model(recipe, len(source.class_names), 3, row.seed, device)
         load_state(model, payload["model"], "stage-one model")
         forward = experts_forward(model.eval())
@@ -65,7 +65,7 @@ def main() -> None:
             print(f"{row.method} subset {row.subset}: has expert_logits already")
             continue
         normalizer = make_normalizer(make_augment(recipe, source))
-        experts = predict(forward, images, normalizer, device)["expert_logits"].numpy().transpose(1, 0, 2)
+        experts = predict(forward, images, normalizer, device, precision=precision)["expert_logits"].numpy().transpose(1, 0, 2)
         experts = experts[None].astype(np.float32)  # (1, M, N, C)
         pair = np.concatenate([arrays["logits"]] * 2), np.concatenate([experts] * 2)  # D >= 2 for the check
         routed = check_expert_inputs(pair[1], arrays["labels"], pair[0], routed=None)

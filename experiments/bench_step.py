@@ -45,7 +45,7 @@ from torch import nn
 
 from bvkit.methods import create_method
 from bvkit.train.builders import build_loss, build_model, make_optimizer, training_forward
-from bvkit.train.devices import fast_bf16, resolve_precision, use_precision
+from bvkit.train.devices import fast_bf16, resolve_precision
 from bvkit.train.loop import prepare_batch, train_step
 
 BATCH, CLASSES, SIDE = 128, 100, 32
@@ -145,8 +145,7 @@ def bvkit_step(variant: str, seed: int = 0):
     resolved = resolve_precision(recipe.precision, DEVICE)
 
     def step():
-        with use_precision(resolved):
-            train_step(forward, loss, optimizer, prepare_batch(x, DEVICE), y, DEVICE)
+        train_step(forward, loss, optimizer, prepare_batch(x, DEVICE), y, DEVICE, resolved)
 
     step.precision = resolved
     return step

@@ -26,7 +26,6 @@ from bvkit.study import load_study
 from bvkit.train.builders import build_model
 from bvkit.train.checkpoint import load_checkpoint, load_state
 from bvkit.train.data import prepare_data
-from bvkit.train.devices import RUN_PRECISION, resolve_precision
 from bvkit.train.metrics import per_class_accuracy
 from bvkit.report.tables import to_markdown
 
@@ -54,7 +53,6 @@ def main() -> None:
             continue
         payload = load_checkpoint(checkpoint)
         recipe = Recipe.from_dict(payload["recipe"])
-        RUN_PRECISION.set(resolve_precision(recipe.precision, device))
         source = make_long_tailed(spec.data.dataset, imbalance=spec.data.imbalance, profile=spec.data.profile,
                                   root=spec.data.root, **({"n_max": spec.data.n_max} if spec.data.n_max else {}))
         data = prepare_data(source, recipe, run["seed"], device)

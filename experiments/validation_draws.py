@@ -37,15 +37,15 @@ from bvkit.study.planning import make_subsets
 from bvkit.train.builders import build_model
 from bvkit.train.checkpoint import load_checkpoint, load_state
 from bvkit.train.data import make_augment, make_normalizer, to_device
-from bvkit.train.devices import RUN_PRECISION, resolve_precision
+from bvkit.train.devices import resolve_precision
 from bvkit.train.evaluation import check_statistic
 from bvkit.train.loop import predict
 
 
-def hits(model, pool, indices, normalizer, device) -> tuple[np.ndarray, np.ndarray]:
+def hits(model, pool, indices, normalizer, device, precision) -> tuple[np.ndarray, np.ndarray]:
     """Per-class (hits, totals) of ``model`` on pool images ``indices``."""
     x, y = to_device(pool.subset(indices), device)
-    logits = predict(model, x, normalizer, device)["logits"]
+    logits = predict(model, x, normalizer, device, precision=precision)["logits"]
     labels = y.numpy()
     n = len(pool.class_names)
     return (np.bincount(labels, weights=(logits.argmax(1).numpy() == labels), minlength=n),
@@ -78,7 +78,7 @@ def main() -> None:
             continue
         payload = load_checkpoint(checkpoint)
         recipe = Recipe.from_dict(payload["recipe"])
-        RUN_PRECISION.set(resolve_precision(recipe.precision, device))
+        precision = resolve_precision(recipe.precision, device)  # as the run evaluated
         data = replace(source, train_indices=study.subsets[run["subset"]])
         normalizer = make_normalizer(make_augment(recipe, source))
         model = build_model(recipe, len(source.class_names), 3, run["seed"], device)
@@ -90,9 +90,9 @@ def main() -> None:
         unused = np.setdiff1d(np.arange(len(source.pool)), data.train_indices)
         reference_out = np.intersect1d(reference, unused)
         others = np.setdiff1d(check, reference)
-        score = {name: hits(model, source.pool, idx, normalizer, device)
+        score = {name: hits(model, source.pool, idx, normalizer, device, precision)
                  for name, idx in (("own", own), ("check", check), ("reference", reference_out), ("others", others))}
-        test_logits = predict(model, *to_device(source.test, device)[:1], normalizer, device)["logits"]
+        test_logits = predict(model, *to_device(source.test, device)[:1], normalizer, device, precision=precision)["logits"]
         test_labels = np.asarray(source.test.labels)
         per_class = [np.mean(test_logits.argmax(1).numpy()[test_labels == c] == c) for c in range(len(source.class_names))]
         own_vs_check = compare(score["own"], score["check"])

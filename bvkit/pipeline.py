@@ -41,7 +41,7 @@ class DemoResult:
     runs: dict  # counts of the study's runs: trained, cached, failed
 
 
-def run_demo(out: str | Path, *, jobs: int = 1, backend: str = "loky", scheduler: str | None = None,
+def run_demo(out: str | Path, *, jobs: int | str = 1, backend: str = "loky", scheduler: str | None = None,
              log: Callable[[str], None] = print) -> DemoResult:
     """Train the demo study into ``out`` (cached runs are kept), then ``report_study`` it."""
     out = Path(out)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ def register(subparsers) -> None:
     demo = subparsers.add_parser("demo", help="a miniature of the paper's study on mini-lt: trained, decomposed, "
                                        "reported, the slides' claims checked (about two minutes)")
     demo.add_argument("--out", default="bvkit-demo", help="study directory (default ./bvkit-demo)")
-    add_dispatch_options(demo, default_jobs=min(2, os.cpu_count() or 1))
+    add_dispatch_options(demo, default_jobs="auto")
     demo.set_defaults(func=_demo)
 
 

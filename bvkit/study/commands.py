@@ -45,8 +45,9 @@ def register(subparsers) -> None:
 
 def add_dispatch_options(parser, default_jobs: int = 1) -> None:
     """``--jobs``, ``--backend`` and ``--scheduler``: where a study's runs execute."""
-    parser.add_argument("--jobs", "-j", type=int, default=default_jobs,
-                        help=f"runs in parallel (default {default_jobs})")
+    parser.add_argument("--jobs", "-j", default=default_jobs,
+                        help=f"runs in parallel, or auto: one worker per GPU the runs use, else one per CPU core "
+                        f"(default {default_jobs})")
     parser.add_argument("--backend", choices=BACKENDS, default="loky",
                         help="loky: processes here; dask: a dask.distributed cluster; ray: a Ray cluster")
     parser.add_argument("--scheduler",

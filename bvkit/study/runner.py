@@ -23,7 +23,7 @@ from bvkit.data.subsets import save_subsets
 from bvkit.errors import BvkitError
 from bvkit.plugins import load_plugin
 from bvkit.study import store
-from bvkit.study.backends import check_backend, dispatch
+from bvkit.study.backends import check_backend, dispatch, parse_jobs, resolve_jobs
 from bvkit.study.execution import (
     DEFAULT_RUN_FUNCTION,
     RUNNER_ENV,
@@ -65,11 +65,14 @@ def _copy_plugins(spec: StudySpec, study_dir: Path) -> None:
             write_if_changed(study_dir / f"{name.rpartition('.')[2]}.py", source.read_bytes())
 
 
-def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, backend: str = "loky",
+def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int | str = 1, backend: str = "loky",
               scheduler: str | None = None, run_function: str | Callable | None = None,
               log: Callable[[str], None] | None = print, pack: str | None = None,
               pack_size: int | None = None) -> dict:
     """Train every missing run of ``spec`` into ``out`` and gather; returns counts per outcome.
+
+    ``jobs``: runs in parallel, or ``auto`` (``bvkit.study.backends.resolve_jobs``: one worker
+    per GPU the runs use, else one per CPU core).
 
     ``pack`` (auto / always / never; default: each method's spec setting) trains the runs of one
     method that differ only by subset and seed ``pack_size`` at a time as one packed network
@@ -77,8 +80,7 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, b
     """
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
-    if jobs < 1:
-        raise BvkitError(f"--jobs must be >= 1, got {jobs}")
+    parse_jobs(jobs)  # fail early on a bad count
     check_backend(backend, scheduler)
     study_dir = Path(out)
     log = log or (lambda message: None)
@@ -91,6 +93,7 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int = 1, b
     data, subsets, planned = prepare(spec, study_dir)
     tasks = assign_devices(unique_runs(planned))
     todo = [t for t in tasks if not store.is_done(study_dir, t.run_id)]
+    jobs = resolve_jobs(jobs, [t.device for t in todo])
     log(f"{spec.name}: {len(tasks)} runs, {len(tasks) - len(todo)} cached, {len(todo)} to train "
         f"({jobs} job{'s' if jobs > 1 else ''}, {backend})")
     check_packing(pack, pack_size)

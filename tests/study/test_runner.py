@@ -224,6 +224,8 @@ def test_study_decompose_calls_bvkit_decompose(spec_file, tmp_path, counting):
 def test_bad_arguments(spec_file, tmp_path):
     with pytest.raises(BvkitError, match="--jobs must be >= 1"):
         run_study(spec_file, tmp_path / "s", jobs=0, log=quiet)
+    with pytest.raises(BvkitError, match="--jobs must be a positive integer or 'auto', got 'many'"):
+        run_study(spec_file, tmp_path / "s", jobs="many", log=quiet)
     with pytest.raises(BvkitError, match="module:function"):
         run_study(spec_file, tmp_path / "s", run_function="fake_runner.train", log=quiet)
     with pytest.raises(BvkitError, match="unknown backend 'mpi'"):
@@ -309,3 +311,23 @@ def test_a_run_trains_its_planned_recipe_on_the_long_tailed_set_of_the_specs_dat
     assert trained_on.seed == 3 and np.array_equal(trained_on.train_indices, subsets[0])
     assert np.array_equal(trained_on.counts, data.counts)
     execution._long_tailed.cache_clear()
+
+
+def test_jobs_auto_is_one_worker_per_gpu_in_use_else_per_core(monkeypatch):
+    monkeypatch.setattr(backends.os, "cpu_count", lambda: 6)
+    assert backends.resolve_jobs("auto", ["cpu", "cpu"]) == 6
+    assert backends.resolve_jobs("auto", []) == 6
+    assert backends.resolve_jobs("auto", ["cuda:0", "cuda:1", "cuda:0"]) == 2
+    assert backends.resolve_jobs("3", ["cuda:0"]) == 3 and backends.resolve_jobs(1, ["cpu"]) == 1
+    monkeypatch.setattr(backends.os, "cpu_count", lambda: None)
+    assert backends.resolve_jobs("auto", ["cpu"]) == 1
+
+
+def test_jobs_auto_starts_a_worker_per_core(spec_file, tmp_path, monkeypatch, counting):
+    seen = []
+    monkeypatch.setattr(backends.os, "cpu_count", lambda: 3)
+    real = backends.dispatch
+    monkeypatch.setattr("bvkit.study.runner.dispatch",  # records the worker count, then trains in this process
+                        lambda calls, **kw: (seen.append(kw["jobs"]), real(calls, **{**kw, "jobs": 1}))[1])
+    run_study(spec_file, tmp_path / "s", jobs="auto", run_function=counting, log=quiet)
+    assert seen and set(seen) == {3}

@@ -19,6 +19,18 @@ through ``prepare_batch`` and ``bvkit.train.loop.train_step`` under the recipe's
   ride-nchw     the default but NCHW
   ride-naive    separate expert modules (the authors' layout), NCHW, fp32, same loss
   ride-naive-cl the same, channels_last, precision auto
+  bvkit-r32-compiled, ride-compiled
+                bvkit-r32 / ride with the model's forward through ``torch.compile`` (inductor); the
+                first step's seconds (tracing and compiling, or loading inductor's on-disk cache)
+                are reported apart from the timing
+
+How close to the limit (the roofline): each variant's achieved GFLOP/s is its model's analytic
+forward multiply-accumulates (``bvkit.models.count_flops``, the RIDE paper's MFLOPs) x 2 FLOPs
+per MAC x 3 for forward + backward, times its steps' images per second. Beside it: this CPU's
+theoretical peak for the threads used (cores x clock x FLOPs per cycle of its FMA units, the
+derivation printed: ``cpu_peak``), and the rate of the best dense kernel torch has here, a large
+GEMM in the variant's precision (``gemm_ceiling``), what a step made only of matrix products
+could reach.
 
 The machine is shared with other jobs, so the variants are interleaved: each round times
 ``--steps`` steps of every variant in turn, and we report the median over rounds (and the
@@ -44,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bvkit.methods import create_method
+from bvkit.models import count_flops
 from bvkit.train.builders import build_loss, build_model, make_optimizer, training_forward
 from bvkit.train.devices import fast_bf16, resolve_precision
 from bvkit.train.loop import prepare_batch, train_step
@@ -107,7 +120,8 @@ VARIANTS = {
     "ride-naive": ("ride", "fp32", {"model_kwargs.fused": False, "model_kwargs.channels_last": False}),
     "ride-naive-cl": ("ride", "auto", {"model_kwargs.fused": False}),
 }
-KNOWN = ("reference", *VARIANTS)
+COMPILED = {"bvkit-r32-compiled": "bvkit-r32", "ride-compiled": "ride"}  # variant: the one it compiles
+KNOWN = ("reference", *VARIANTS, *COMPILED)
 
 
 def batch(seed: int = 0):
@@ -133,13 +147,15 @@ def reference_step(seed: int = 0):
 
 def bvkit_step(variant: str, seed: int = 0):
     """The step ``bvkit train`` runs for ``variant``'s recipe (see the module doc)."""
-    method, precision, overrides = VARIANTS[variant]
+    method, precision, overrides = VARIANTS[COMPILED.get(variant, variant)]
     recipe = create_method(method, precision=precision, **overrides)
     model = build_model(recipe, CLASSES, 3, seed, DEVICE).train()
     loss = build_loss(recipe, cifar100_lt_counts(), DEVICE)
     if hasattr(loss, "set_epoch"):
         loss.set_epoch(170)  # past the DRW epoch: class weights and RIDE's temperatures on
     forward = training_forward(model, recipe)
+    if variant in COMPILED:
+        forward = torch.compile(forward)
     optimizer = make_optimizer(model.parameters(), recipe.lr, recipe.momentum, recipe.nesterov, recipe.weight_decay)
     x, y = batch(seed)
     resolved = resolve_precision(recipe.precision, DEVICE)
@@ -148,6 +164,10 @@ def bvkit_step(variant: str, seed: int = 0):
         train_step(forward, loss, optimizer, prepare_batch(x, DEVICE), y, DEVICE, resolved)
 
     step.precision = resolved
+    if variant in COMPILED:  # the first call compiles: timed here, apart from the rounds
+        start = time.perf_counter()
+        step()
+        step.compile_seconds = time.perf_counter() - start
     return step
 
 
@@ -166,6 +186,79 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_flags() -> dict:
+    """``/proc/cpuinfo``'s first processor: vendor, family, model, MHz and flags."""
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                info[key.strip()] = value.strip()
+    except OSError:
+        pass
+    return {"vendor": info.get("vendor_id", ""), "family": int(info.get("cpu family", 0) or 0),
+            "model": int(info.get("model", 0) or 0), "mhz": float(info.get("cpu MHz", 0) or 0),
+            "flags": set(info.get("flags", "").split())}
+
+
+def cpu_peak(threads: int, mhz: float | None = None) -> dict:
+    """Theoretical peak GFLOP/s of ``threads`` cores in fp32 and bf16, and how it was derived.
+
+    FLOPs per cycle per core = FMA pipes x fp32 lanes per pipe x 2 (multiply and add); bf16
+    doubles it where ``avx512_bf16`` is present (VDPBF16PS: two bf16 products into each fp32 lane).
+    Pipes and their width: AMD family 0x19 (Zen 3 / Zen 4) has two 256-bit FMA pipes (Zen 4 runs
+    AVX-512 through them in two halves), family 0x1A (Zen 5) two 512-bit pipes (AMD's
+    microarchitecture guides); otherwise two pipes as wide as the widest AVX the flags show. The
+    clock is /proc/cpuinfo's "cpu MHz" (the nominal clock a VM reports; a boosting core can exceed
+    it, which the GEMM ceiling shows)."""
+    cpu = cpu_flags()
+    flags, family = cpu["flags"], cpu["family"]
+    widest = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
+    if cpu["vendor"] == "AuthenticAMD" and family == 0x19:
+        pipe_bits, why = 256, "AMD family 0x19 (Zen 3/4): two 256-bit FMA pipes"
+    elif cpu["vendor"] == "AuthenticAMD" and family >= 0x1A:
+        pipe_bits, why = 512, "AMD family 0x1A (Zen 5): two 512-bit FMA pipes"
+    else:
+        pipe_bits, why = widest, f"two FMA pipes of the widest vectors the flags show ({widest}-bit)"
+    fp32_per_cycle = 2 * (pipe_bits // 32) * 2
+    bf16_per_cycle = fp32_per_cycle * (2 if "avx512_bf16" in flags else 1)
+    ghz = (mhz or cpu["mhz"]) / 1000
+    return {"fp32": threads * ghz * fp32_per_cycle, "bf16": threads * ghz * bf16_per_cycle,
+            "how": (f"{threads} core(s) x {ghz:.2f} GHz x {fp32_per_cycle} fp32 / {bf16_per_cycle} bf16 FLOP per cycle "
+                    f"({why}; bf16 x{bf16_per_cycle // fp32_per_cycle} by {'avx512_bf16' if bf16_per_cycle > fp32_per_cycle else 'no bf16 dot product'}; "
+                    f"CPUID family {family:#x} model {cpu['model']:#x})")}
+
+
+def gemm_ceiling(precision: str, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of the fastest of ``repeats`` ``n`` x ``n`` x ``n`` matrix products in ``precision``
+    (bf16 operands where ``bf16``) at torch's current thread count."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    gen = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=gen).to(dtype) for _ in range(2))
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
+def step_gflop_per_image(variant: str) -> float:
+    """Analytic FLOPs of one training image of ``variant``: forward MACs x 2 x 3."""
+    if variant == "reference":
+        macs = count_flops(ReferenceResNet32(CLASSES), input_size=SIDE)["mflops"] * 1e6
+    else:
+        method, precision, overrides = VARIANTS[COMPILED.get(variant, variant)]
+        recipe = create_method(method, precision=precision, **overrides)
+        with torch.device("meta"):
+            model = build_model(recipe, CLASSES, 3, 0, torch.device("meta"))
+        macs = count_flops(model, input_size=SIDE)["mflops"] * 1e6
+    return 2 * 3 * macs / 1e9
+
+
 def measure(variants, rounds, steps_per_round, warmup):
     """Interleaved timing: images/s of every variant in every round."""
     steps = {v: make_step(v) for v in variants}
@@ -179,18 +272,22 @@ def measure(variants, rounds, steps_per_round, warmup):
             for _ in range(steps_per_round):
                 steps[v]()
             rates[v].append(steps_per_round * BATCH / (time.perf_counter() - start))
-    return rates, {v: getattr(s, "precision", "fp32") for v, s in steps.items()}
+    compiled = {v: round(s.compile_seconds, 1) for v, s in steps.items() if hasattr(s, "compile_seconds")}
+    return rates, {v: getattr(s, "precision", "fp32") for v, s in steps.items()}, compiled
 
 
-def table(rates, precisions) -> list[str]:
+def table(rates, precisions, gflop, peak, ceiling) -> list[str]:
     variants = list(rates)
     ref = variants[0]
     ref_med = statistics.median(rates[ref])
-    lines = [f"{'variant':15s} {'precision':>9s} {'median':>7s} {'best':>7s} {'ratio':>6s} {'paired':>7s}"]
+    lines = [f"{'variant':15s} {'precision':>9s} {'median':>7s} {'best':>7s} {'ratio':>6s} {'paired':>7s} "
+             f"{'GFLOP/s':>8s} {'%peak':>6s} {'%gemm':>6s}"]
     for v in variants:
         med, best = statistics.median(rates[v]), max(rates[v])
         paired = statistics.median(a / b for a, b in zip(rates[v], rates[ref]))
-        lines.append(f"{v:15s} {precisions[v]:>9s} {med:7.1f} {best:7.1f} {med / ref_med:6.3f} {paired:7.3f}")
+        achieved = med * gflop[v]
+        lines.append(f"{v:15s} {precisions[v]:>9s} {med:7.1f} {best:7.1f} {med / ref_med:6.3f} {paired:7.3f} "
+                     f"{achieved:8.1f} {100 * achieved / peak[precisions[v]]:6.1f} {100 * achieved / ceiling[precisions[v]]:6.1f}")
     return lines
 
 
@@ -226,20 +323,34 @@ def main(argv=None) -> int:
         "median/best = images/s over rounds; ratio = median / reference median; paired = median over rounds of "
         "(variant / reference in the same round).",
     ]
+    lines.append("roofline: GFLOP/s = images/s x analytic FLOPs per training image (forward MACs x 2 x 3); "
+                 "%peak of this CPU's theoretical peak for the threads and the variant's precision; %gemm of a "
+                 "2048^3 GEMM's rate in that precision at the same threads.")
+    gflop = {v: step_gflop_per_image(v) for v in variants}
+    lines.append("analytic GFLOP per training image: " + ", ".join(f"{v} {g:.4f}" for v, g in gflop.items()))
     summary = {}
     for threads in thread_counts:
         torch.set_num_threads(threads)
+        peak = cpu_peak(threads)
+        ceiling = {p: gemm_ceiling(p) for p in ("fp32", "bf16")}
         load_before = os.getloadavg()
-        rates, precisions = measure(variants, args.rounds, args.steps, args.warmup)
+        rates, precisions, compiled = measure(variants, args.rounds, args.steps, args.warmup)
         load_after = os.getloadavg()
         lines += ["", f"== {threads} thread(s); load average (1 min) {load_before[0]:.2f} before, "
-                  f"{load_after[0]:.2f} after", *table(rates, precisions)]
+                  f"{load_after[0]:.2f} after",
+                  f"peak: fp32 {peak['fp32']:.0f}, bf16 {peak['bf16']:.0f} GFLOP/s = {peak['how']}",
+                  f"GEMM ceiling (2048^3, best of 5): fp32 {ceiling['fp32']:.0f}, bf16 {ceiling['bf16']:.0f} GFLOP/s",
+                  *([f"first step (compiling) of the compiled variants, seconds: {compiled}"] if compiled else []),
+                  *table(rates, precisions, gflop, peak, ceiling)]
         summary = {
             "threads": threads, "rounds": args.rounds, "load_1min": [round(load_before[0], 2), round(load_after[0], 2)],
             "img_per_s": {v: round(statistics.median(r), 1) for v, r in rates.items()},
             "paired_ratio": {v: round(statistics.median(a / b for a, b in zip(r, rates[variants[0]])), 3)
                              for v, r in rates.items()},
-            "precision": precisions, "torch": torch.__version__, "cpu": cpu_model(),
+            "gflop_per_s": {v: round(statistics.median(r) * gflop[v], 1) for v, r in rates.items()},
+            "peak_gflop_per_s": {p: round(peak[p], 1) for p in ("fp32", "bf16")}, "peak_how": peak["how"],
+            "gemm_gflop_per_s": {p: round(c, 1) for p, c in ceiling.items()},
+            "precision": precisions, "compile_seconds": compiled, "torch": torch.__version__, "cpu": cpu_model(),
         }
     report = "\n".join(lines)
     print(report)

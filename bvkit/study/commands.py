@@ -43,7 +43,7 @@ def register(subparsers) -> None:
     gather.set_defaults(func=_gather)
 
 
-def add_dispatch_options(parser, default_jobs: int = 1) -> None:
+def add_dispatch_options(parser, default_jobs: int | str = 1) -> None:
     """``--jobs``, ``--backend`` and ``--scheduler``: where a study's runs execute."""
     parser.add_argument("--jobs", "-j", default=default_jobs,
                         help=f"runs in parallel, or auto: one worker per GPU the runs use, else one per CPU core "

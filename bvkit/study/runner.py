@@ -20,7 +20,6 @@ import numpy as np
 
 from bvkit.atomic import write_if_changed
 from bvkit.data.subsets import save_subsets
-from bvkit.errors import BvkitError
 from bvkit.plugins import load_plugin
 from bvkit.study import store
 from bvkit.study.backends import check_backend, dispatch, parse_jobs, resolve_jobs

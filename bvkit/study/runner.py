@@ -79,7 +79,7 @@ def run_study(spec: StudySpec | str | Path, out: str | Path, *, jobs: int | str 
     """
     if not isinstance(spec, StudySpec):
         spec = load_spec(spec)
-    parse_jobs(jobs)  # fail early on a bad count
+    jobs = parse_jobs(jobs)  # a bad count fails before any planning; auto is resolved once the devices are known
     check_backend(backend, scheduler)
     study_dir = Path(out)
     log = log or (lambda message: None)

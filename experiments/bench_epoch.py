@@ -114,7 +114,7 @@ def measure(method: str, overrides: dict, start: int, epochs: int, workdir: Path
         finally:
             timer.add("epoch loop", time.perf_counter() - started)
 
-    def train_phase(phase, total, ctx, start_epoch=0):
+    def train_phase(phase, total, ctx, start_epoch=0, **kwargs):
         seen.update(total=total, steps_per_epoch=len(phase.loader), from_epoch=phase.watch.from_epoch,
                     every=phase.watch.every)
         phase.loader = TimedLoader(phase.loader, timer)
@@ -122,7 +122,7 @@ def measure(method: str, overrides: dict, start: int, epochs: int, workdir: Path
         phase.watch = timer.wrap("test watch", phase.watch)
         end = time.perf_counter
         started = end()
-        originals[4](phase, min(total, start + epochs), ctx, start_epoch=start)
+        originals[4](phase, min(total, start + epochs), ctx, start_epoch=start, **kwargs)
         seen["phase_seconds"] = end() - started
 
     loop._train_epoch = train_epoch

@@ -60,14 +60,16 @@ class Outcome:
 def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: np.ndarray, seed: int = 0,
                  device: str = "auto", overrides: dict | None = None, recipe=None, imbalance: float = 100.0,
                  profile: str = "exp", data_root: str | None = None, n_max: int | None = None, data_seed: int = 0,
-                 stage_one: str | None = None, keep_stage_one: bool = False, tensorboard: bool = False) -> dict:
+                 stage_one: str | None = None, keep_stage_one: bool = False, tensorboard: bool = False,
+                 compile: str = "auto") -> dict:
     """Train ``recipe`` (the run's resolved recipe: ``method`` with the ``overrides``, resolved
     once when the study was planned; without it, resolved here) on the pool images
     ``train_indices`` of ``dataset``'s long-tailed set (drawn with ``data_seed``); returns
     metrics.json's content. ``stage_one``: a checkpoint to take stage one
     from (``bvkit.train.run.train``'s); ``keep_stage_one``: keep the stage-one weights as
     ``out/checkpoint.pt`` (a later stage reuses them), else no checkpoint is kept;
-    ``tensorboard``: epoch scalars in ``out/tensorboard`` (``bvkit.train.tensorboard``).
+    ``tensorboard``: epoch scalars in ``out/tensorboard`` (``bvkit.train.tensorboard``);
+    ``compile``: ``bvkit.train.compiling``'s mode.
 
     The shot splits stay those of the long-tailed set (its per-class counts); the loss sees the
     subset's own counts. A checkpoint already in ``out`` (a run interrupted in flight) is
@@ -79,7 +81,7 @@ def train_subset(method: str, dataset: str, out: str | Path, *, train_indices: n
                    train_indices=np.asarray(train_indices, dtype=np.int64))
     target, extra = _resolved(method, recipe, overrides)
     result = train(target, data, seed=seed, out=out, device=device, stage_one=stage_one, resume=True,
-                   progress=False, tensorboard=tensorboard, **extra)
+                   progress=False, tensorboard=tensorboard, compile=compile, **extra)
     _keep_checkpoint(Path(out), keep_stage_one)
     return result.metrics
 
@@ -88,7 +90,7 @@ def train_pack_subsets(method: str, dataset: str, outs: list, *, train_indices: 
                        device: str = "auto", overrides: dict | None = None, recipe=None, imbalance: float = 100.0,
                        profile: str = "exp", data_root: str | None = None, n_max: int | None = None,
                        data_seed: int = 0, keep_stage_one: list | None = None,
-                       tensorboard: bool = False) -> list[dict]:
+                       tensorboard: bool = False, compile: str = "auto") -> list[dict]:
     """``train_subset`` for several runs of one method at once, packed; metrics per run
     (``keep_stage_one``: per run). Each run writes what ``train_subset`` writes (its epoch
     scalars with ``tensorboard``) and resumes from a checkpoint already in its ``out``."""
@@ -98,7 +100,7 @@ def train_pack_subsets(method: str, dataset: str, outs: list, *, train_indices: 
     members = [PackMember(seed, indices, out) for seed, indices, out in zip(seeds, train_indices, outs)]
     target, extra = _resolved(method, recipe, overrides)
     results = train_packed(target, data, members, device=device, progress=False, resume=True,
-                           tensorboard=tensorboard, **extra)
+                           tensorboard=tensorboard, compile=compile, **extra)
     for result, keep in zip(results, keep_stage_one or [False] * len(results)):
         _keep_checkpoint(Path(result.out), keep)
     return [result.metrics for result in results]

@@ -57,16 +57,18 @@ class RunTask:
     keeps_stage_one: bool = False
     plugins: tuple[str, ...] = ()  # the study's plugin modules: every worker imports them first
     tensorboard: bool = False  # write epoch scalars for TensorBoard (not part of the run id)
+    compile: str = "auto"  # the training forward through torch.compile (not part of the run id)
 
     @property
     def kwargs(self) -> dict[str, Any]:
         """The run function's keyword arguments besides ``train_indices`` (run.json's
         ``settings``, the recipe aside): the resolved ``recipe`` beside the ``overrides`` it
-        was resolved with; ``tensorboard`` and ``data_seed`` only when set, so a run function
-        written without them still fits."""
+        was resolved with; ``tensorboard``, ``compile`` and ``data_seed`` only when set, so a
+        run function written without them still fits."""
         return {"seed": self.seed, "device": self.device, "overrides": self.overrides, "recipe": self.recipe,
                 **self.data,
-                **({"tensorboard": True} if self.tensorboard else {})}
+                **({"tensorboard": True} if self.tensorboard else {}),
+                **({"compile": self.compile} if self.compile != "auto" else {})}
 
 
 def indices_digest(indices: np.ndarray) -> str:
@@ -162,7 +164,8 @@ def plan_runs(spec: StudySpec, subsets: list[np.ndarray], study_dir: str | Path 
                 legacy = legacy_run_id(spec, method, digests[d], seed)
                 run_id = legacy if legacy in held else run_id
             row.append(RunTask(run_id, method.name, method.method, d, seed, method.device, method.overrides,
-                               method.recipe, data, plugins=spec.plugins, tensorboard=method.tensorboard))
+                               method.recipe, data, plugins=spec.plugins, tensorboard=method.tensorboard,
+                               compile=method.compile))
         tasks.extend(share_stage_ones(row, recipes, stage_ones))
     return tasks
 

@@ -27,6 +27,7 @@ device = "auto"              # auto, cpu, cuda, cuda:N
 precision = "auto"           # auto (bf16 where the hardware has it fast), bf16, fp32
 schedule_scaling = "proportional"  # a run shorter than the recipe's 200: proportional, keep-steps, min-share
 tensorboard = false           # epoch scalars in each run's tensorboard/ (not part of the run id)
+compile = "auto"              # the training forward through torch.compile: auto (where measured to pay), on, off
 model_width = 16
 seed = 0                      # model seed of run d is seed + d ...
 pin_seed = false              # ... or seed for every run when true
@@ -66,6 +67,7 @@ from bvkit.data.profiles import PROFILES
 from bvkit.errors import BvkitError
 from bvkit.plugins import load_plugins
 from bvkit.methods import PRECISIONS, SCHEDULE_SCALINGS, Recipe, create_method, list_methods, named_overrides, parse_overrides
+from bvkit.train.compiling import COMPILE_MODES
 from bvkit.train.devices import DEVICE_NAMES, check_device
 
 if sys.version_info >= (3, 11):
@@ -119,6 +121,7 @@ class MethodSpec:
     precision: str = "auto"  # the recipe's precision; "auto" adds no override
     schedule_scaling: str | None = None  # the recipe's rule for moving milestones (None: the recipe's own)
     tensorboard: bool = False  # epoch scalars in each run's tensorboard/ (logging: not in the run id)
+    compile: str = "auto"  # the training forward through torch.compile (engine: not in the run id)
     recipe: Recipe | None = field(default=None, compare=False)  # resolved once, when the spec is read
 
     @property
@@ -223,7 +226,8 @@ SUBSETS = {"scheme": one_of(RESAMPLING_SCHEMES + SEED_SCHEMES), "count": integer
 TRAIN = {"epochs": integer(1), "batch_size": integer(1), "lr": number(" > 0", lambda v: v > 0),
          "device": DEVICE, "model_width": integer(1), "seed": integer(0), "pin_seed": BOOLEAN,
          "options": OPTIONS, "pack": one_of(PACK_MODES), "pack_size": integer(1), "precision": one_of(PRECISIONS),
-         "schedule_scaling": one_of(SCHEDULE_SCALINGS), "tensorboard": BOOLEAN}
+         "schedule_scaling": one_of(SCHEDULE_SCALINGS), "tensorboard": BOOLEAN,
+         "compile": one_of(COMPILE_MODES)}
 METHOD = {"name": LABEL, "method": STRING, "seeds": SEEDS, **TRAIN}
 
 
@@ -358,7 +362,7 @@ def _method(entry, index: int, defaults: dict, top_seeds: tuple, data: DataSpec,
         seeds=_seeds(values.get("seeds") or top_seeds, settings, subsets, where),
         pack=settings.get("pack", "auto"), pack_size=settings.get("pack_size", 8),
         precision=settings.get("precision", "auto"), schedule_scaling=settings.get("schedule_scaling"),
-        tensorboard=settings.get("tensorboard", False))
+        tensorboard=settings.get("tensorboard", False), compile=settings.get("compile", "auto"))
     try:
         return replace(method, recipe=create_method(method.method, dataset=data.dataset, **method.overrides))
     except BvkitError as err:

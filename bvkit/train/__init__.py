@@ -2,7 +2,7 @@
 ``train_packed`` trains several runs of one recipe as one packed network.
 
 Imported lazily so ``bvkit.train.commands`` (loaded by the CLI) does not pull in torch. The
-modules, bottom up: ``devices``, ``ddp``, ``schedule``, ``checkpoint``, ``metrics``, ``graphs``,
+modules, bottom up: ``devices``, ``compiling``, ``ddp``, ``schedule``, ``checkpoint``, ``metrics``, ``graphs``,
 ``loop`` (the epoch loop and batched prediction), ``data`` (a run's data), ``builders`` (what a
 recipe builds), ``evaluation``, ``outputs`` (the run directory and resume), ``decoupled`` and
 ``routing`` (second-stage heads), ``stages``, ``procedures``, ``run`` (``train``) and

@@ -10,6 +10,7 @@ from pathlib import Path
 from bvkit.data.profiles import ALL, SPLITS
 from bvkit.errors import BvkitError
 from bvkit.methods import PRECISIONS, SCHEDULE_SCALINGS
+from bvkit.train.compiling import COMPILE_MODES
 from bvkit.train.devices import DEVICE_NAMES
 
 
@@ -59,6 +60,9 @@ def register(subparsers) -> None:
                         help="progress bar (auto: only when stderr is a terminal)")
     parser.add_argument("--no-cuda-graphs", action="store_true",
                         help="on CUDA, launch every step's kernels from Python instead of replaying a graph")
+    parser.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                        help="stage one's training forward through torch.compile: auto (default: only where "
+                        "measured to pay within the run; on this project's CPU it did not), on, off")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (1 avoids stalls on a busy machine)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per epoch on stderr")
     parser.add_argument("--tensorboard", action="store_true",
@@ -133,6 +137,7 @@ def train_command(args: argparse.Namespace) -> int:
         cuda_graphs=not args.no_cuda_graphs,
         workers=args.workers,
         tensorboard=args.tensorboard,
+        compile=args.compile,
     )
     ddp.shutdown()  # under torchrun: all ranks leave the process group before the interpreter exits
     if int(os.environ.get("RANK", "0")) == 0:

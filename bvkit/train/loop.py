@@ -105,6 +105,7 @@ class LoopContext:
     log: Callable[[str], None] | None = None
     on_epoch: Callable[[dict], None] | None = None  # each epoch's record once appended (e.g. TensorBoard)
     cuda_graphs: bool = True  # replay each full batch's step from a CUDA graph where possible
+    compile: str = "auto"  # stage one's training forward through torch.compile (bvkit.train.compiling)
 
 
 @dataclass
@@ -119,14 +120,17 @@ class EpochTotals:
     elapsed: float
 
 
-def train_phase(phase: Phase, epochs: int, ctx: LoopContext | Sequence[LoopContext], start_epoch: int = 0) -> None:
+def train_phase(phase: Phase, epochs: int, ctx: LoopContext | Sequence[LoopContext], start_epoch: int = 0,
+                cuda_graphs: bool | None = None) -> None:
     """Train ``phase`` from ``start_epoch`` to ``epochs``, checkpointing after every epoch;
-    ``ctx``: the run's context, a packed phase's one per run."""
+    ``ctx``: the run's context, a packed phase's one per run. ``cuda_graphs``: this phase's
+    choice (a compiled forward is not captured), else the run's."""
     runs = list(ctx) if isinstance(ctx, Sequence) else [ctx]
     if len(runs) != (phase.pack.size if phase.pack is not None else 1):
         raise ValueError(f"phase {phase.name}: {len(runs)} run contexts for its {phase.pack.size if phase.pack else 1} runs")
     lead = runs[0]
-    graphed = graphed_step(phase.forward, phase.loss, phase.optimizer, lead.device, enabled=lead.cuda_graphs,
+    graphed = graphed_step(phase.forward, phase.loss, phase.optimizer, lead.device,
+                           enabled=lead.cuda_graphs if cuda_graphs is None else cuda_graphs,
                            name=phase.name, log=lead.log if ddp.is_main() else None, precision=phase.precision)
     step = start_epoch * len(phase.loader)
     for epoch in range(start_epoch, epochs):

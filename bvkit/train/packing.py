@@ -26,7 +26,7 @@ and augmentation parameters are drawn from that run's own epoch generator in exa
 augments all ``K`` batches in one call. Validation and the test set watched along training
 (``TestWatch``) run every run's images through the packed network in one pass
 (:class:`PackPredictions`). The recipe's precision as in a single run, on CUDA channels_last,
-and ``torch.compile`` with ``compile=True``.
+and the packed forward through ``torch.compile`` as ``compile`` says (``bvkit.train.compiling``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from bvkit.methods import Recipe, create_method
 from bvkit.models.packed_models import pack_models, pack_state, unpack_state
 from bvkit.train.builders import build_loss, build_model, make_optimizer, recipe_schedule
 from bvkit.train.checkpoint import load_state, restore_rng
+from bvkit.train.compiling import CompileRecord, check_compile, compile_forward, resolve_compile
 from bvkit.train.data import device_tensors, load_data, make_loader, prepare_data
 from bvkit.train.devices import autocast, resolve_device
 from bvkit.train.evaluation import TestWatch, first_drop_epoch, snapshot_every, validation_record
@@ -101,7 +102,7 @@ def train_packed(
     device: str | torch.device = "auto",
     data_root: str | Path | None = None,
     n_max: int | None = None,
-    compile: bool = False,
+    compile: str = "auto",
     progress: bool | None = None,
     log=None,
     resume: bool = True,
@@ -125,6 +126,7 @@ def train_packed(
         raise BvkitError(f"the packed engine trains data held on the device (cifar10-lt, ...), not {data.name}")
     if tensorboard and any(member.out is None for member in members):
         raise BvkitError("tensorboard needs an output directory (out) for every run of the pack")
+    check_compile(compile)
     device = resolve_device(device)
     test_set = device_tensors(data.test, device)  # one copy, shared by the runs
     runs = []
@@ -150,7 +152,7 @@ def train_packed(
 # ---------------------------------------------------------------------------------------------
 
 
-def _train_pack(recipe: Recipe, runs: list[_Member], device, *, compile, progress, log, cuda_graphs, tensorboard,
+def _train_pack(recipe: Recipe, runs: list[_Member], device, *, compile: str, progress, log, cuda_graphs, tensorboard,
                 imbalance) -> list[PackedRunResult]:
     started = time.perf_counter()
     size, first = len(runs), runs[0].data
@@ -165,15 +167,16 @@ def _train_pack(recipe: Recipe, runs: list[_Member], device, *, compile, progres
                                        derive_seed(run.member.seed, 0)) for run in runs],
                           [run.data.augment for run in runs])
     schedule = recipe_schedule(recipe, len(loader))
+    compiled = CompileRecord(compile, *resolve_compile(compile, device, recipe.epochs * len(loader)))
     for k, run in enumerate(runs):
-        run.ctx = _run_context(recipe, run, device, progress, cuda_graphs and not compile, tensorboard,
+        run.ctx = _run_context(recipe, run, device, progress, cuda_graphs and not compiled.enabled, tensorboard,
                                (lambda line, k=k: log(f"[pack {k + 1}/{size}] {line}")) if log is not None else None)
     predictions = PackPredictions(packed, [run.data for run in runs], device, first.precision)
     views = [RunView(run.data, predictions, k) for k, run in enumerate(runs)]
     watches = [TestWatch(view, None, run.ctx.out, first_drop_epoch(schedule), snapshot_every(recipe.epochs))
                for view, run in zip(views, runs)]
     pack = Pack(packed, models, losses, optimizer)
-    phase = Phase("stage1", 0, packed, torch.compile(packed) if compile and device.type == "cuda" else packed,
+    phase = Phase("stage1", 0, packed, compile_forward(packed) if compiled.enabled else packed,
                   PackLoss(packed, losses), optimizer, loader, schedule, recipe.lr, set_modes=packed.train,
                   watch=lambda epoch: predictions.clear() or [watch(epoch) for watch in watches],
                   validate=lambda: predictions.clear() or [validation_record(view, None) for view in views],
@@ -183,11 +186,12 @@ def _train_pack(recipe: Recipe, runs: list[_Member], device, *, compile, progres
         restore_rng(runs[0].payload, device)
     train_phase(phase, recipe.epochs, [run.ctx for run in runs], start_epoch=start)
     pack_seconds = time.perf_counter() - started
+    compile_record = compiled.record()
     results = []
     for k, (run, model) in enumerate(zip(runs, models)):
         model.load_state_dict(unpack_state(packed, k))
         metrics, _, _ = finish_run(run.ctx, recipe, model, None, run.data, imbalance=imbalance, epochs=recipe.epochs,
-                                   extra={"precision": run.data.precision},
+                                   extra={"precision": run.data.precision, "compile": compile_record},
                                    started=time.perf_counter() - pack_seconds / size, pack_size=size)
         if run.ctx.on_epoch is not None:
             run.ctx.on_epoch.close()

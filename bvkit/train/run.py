@@ -30,6 +30,7 @@ from bvkit.train.builders import (
     recipe_schedule,
     training_forward,
 )
+from bvkit.train.compiling import CompileRecord, check_compile, compile_forward, resolve_compile
 from bvkit.train.checkpoint import load_stage_one, load_state, restore_rng
 from bvkit.train.data import load_data, prepare_data
 from bvkit.train.devices import resolve_device
@@ -71,6 +72,7 @@ def train(
     cuda_graphs: bool = True,
     workers: int | None = None,
     tensorboard: bool = False,
+    compile: str = "auto",
     **overrides: Any,
 ) -> TrainResult:
     """Train ``method`` on ``dataset``: a name for ``make_long_tailed`` or a ``LongTailed``
@@ -86,12 +88,15 @@ def train(
     (``bvkit.train.graphs``) unless ``cuda_graphs=False``. ``workers``: DataLoader processes
     per rank for file-list data (default: up to 8, the CPUs shared among local ranks); results
     do not depend on it. ``tensorboard``: every epoch's record also as TensorBoard scalars in
-    ``out/tensorboard`` (``bvkit.train.tensorboard``; needs ``out``).
+    ``out/tensorboard`` (``bvkit.train.tensorboard``; needs ``out``). ``compile``: auto, on, off:
+    stage one's training forward through ``torch.compile`` (``bvkit.train.compiling``; auto only
+    where it was measured to pay), recorded in ``metrics.json`` (``"compile"``).
     """
     started = time.perf_counter()
     dataset_name = dataset if isinstance(dataset, str) else getattr(dataset, "name", None)
     recipe = create_method(method, dataset=dataset_name, **overrides)
     device = resolve_device(device)
+    check_compile(compile)
     long_tailed = load_data(dataset, imbalance, data_root, n_max)
     ddp.init_from_env(device)
     out = Path(out) if out is not None else None
@@ -100,7 +105,7 @@ def train(
     data = prepare_data(long_tailed, recipe, seed, device, workers)  # its precision: every forward of the run's
     payload = resume_payload(out, run_key(recipe, data, seed)) if resume else None
     ctx = LoopContext(device=device, seed=seed, out=out, progress=progress, log=log, cuda_graphs=cuda_graphs,
-                      on_epoch=_epoch_scalars(out) if tensorboard else None,
+                      compile=compile, on_epoch=_epoch_scalars(out) if tensorboard else None,
                       checkpoint_keys=checkpoint_keys(recipe, data, seed))
     if payload is not None:
         restore_rng(payload, device)
@@ -147,25 +152,30 @@ def _stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, stage
     if stage_one_state is not None:
         load_state(model, stage_one_state, "stage-one model")
     else:
-        _plain_stage_one(model, recipe, data, seed, ctx, payload)
+        extra_metrics["compile"] = _plain_stage_one(model, recipe, data, seed, ctx, payload)
         stage_one_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     return model, recipe, epochs, stage_one_state
 
 
-def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: LoopContext, payload) -> None:
-    """Stage one as one phase: the recipe's loss (and teacher) on its loader, resumable."""
+def _plain_stage_one(model: nn.Module, recipe: Recipe, data, seed: int, ctx: LoopContext, payload) -> dict:
+    """Stage one as one phase: the recipe's loss (and teacher) on its loader, resumable; returns
+    what it compiled (``bvkit.train.compiling.CompileRecord``)."""
     loss = build_loss(recipe, np.asarray(data.train_counts), ctx.device)
     forward = training_forward(model, recipe, load_teacher(recipe, ctx.device))
     optimizer = make_optimizer(list(model.parameters()) + list(loss.parameters()), recipe.lr,
                                recipe.momentum, recipe.nesterov, recipe.weight_decay)
     loader = data.train_loader(recipe.batch_size, recipe.balanced, derive_seed(seed, 0))
     schedule = recipe_schedule(recipe, len(loader))
+    compiled = CompileRecord(ctx.compile, *resolve_compile(ctx.compile, ctx.device, recipe.epochs * len(loader)))
+    if compiled.enabled:
+        forward = compile_forward(forward)
     phase = Phase("stage1", 0, model, forward, loss, optimizer, loader, schedule, recipe.lr, set_modes=model.train,
                   watch=TestWatch(data, model, ctx.out, first_drop_epoch(schedule), snapshot_every(recipe.epochs)),
                   validate=lambda: validation_record(data, model), checkpoint_extra={"stage_epochs": recipe.epochs},
                   precision=data.precision)
     start = resume_phase(phase, payload)
-    train_phase(phase, recipe.epochs, ctx, start_epoch=start)
+    train_phase(phase, recipe.epochs, ctx, start_epoch=start, cuda_graphs=ctx.cuda_graphs and not compiled.enabled)
+    return compiled.record()
 
 
 def _procedure_stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, extra_metrics: dict) -> nn.Module:

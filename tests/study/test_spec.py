@@ -46,6 +46,18 @@ options = { "model_kwargs.width" = 4 }
     assert (ce.epochs, ce.lr, ce.options) == (5, 0.2, {"model_kwargs.width": 8, "val_per_class": 10})
 
 
+def test_compile_reaches_the_run_function_and_leaves_the_run_ids_alone():
+    import numpy as np
+
+    from bvkit.study.planning import plan_runs
+
+    subsets = [np.arange(10), np.arange(5, 20), np.arange(3, 12)]
+    plain = plan_runs(parse_spec(BASE), subsets)
+    compiled = plan_runs(parse_spec(BASE.replace('method = "ce"', 'method = "ce"\ncompile = "on"')), subsets)
+    assert [t.run_id for t in compiled] == [t.run_id for t in plain]  # an engine setting, not what a run is
+    assert all(t.kwargs["compile"] == "on" for t in compiled) and all("compile" not in t.kwargs for t in plain)
+
+
 def test_seeds_per_scheme():
     pinned = parse_spec(BASE.replace("[[methods]]", "[train]\nseed = 7\npin_seed = true\n[[methods]]"))
     assert pinned.methods[0].seeds == (7, 7, 7)
@@ -85,6 +97,7 @@ def test_seeds_per_scheme():
     (BASE + 'device = "gpu"\n', "device must be one of auto, cpu, cuda, cuda:N, got 'gpu'"),
     (BASE + "epochs = 0\n", "epochs must be an integer >= 1, got 0"),
     (BASE + 'tensorboard = "yes"\n', "tensorboard must be"),
+    (BASE + 'compile = "sometimes"\n', "compile must be one of auto, on, off, got 'sometimes'"),
     (BASE + "options = 3\n", "options must be a table"),
     (BASE.split("[[methods]]")[0], "[[methods]] must list at least one method"),
     (BASE.replace("[data]\ndataset", "[dat]\ndataset"), "top level has unknown key 'dat'"),

@@ -287,3 +287,18 @@ def test_drawn_up_front_augmentation_equals_the_loader(rotation):
             for k in range(2):
                 torch.testing.assert_close(inputs[:, 3 * k:3 * k + 3], expected[k][b][0], rtol=0, atol=0)
                 torch.testing.assert_close(targets[k], expected[k][b][1])
+
+
+def test_a_compiled_pack_trains_as_the_eager_pack_and_each_run_records_it(lt_data):
+    subsets = sample_subsets("redraw", lt_data, n_subsets=2, seed=0)
+    members = [PackMember(k, s) for k, s in enumerate(subsets)]
+    settings = {"device": "cpu", "epochs": 2, "precision": "fp32", **TINY}
+    eager = train_packed("ce", lt_data, members, compile="off", **settings)
+    compiled = train_packed("ce", lt_data, members, compile="on", **settings)
+    for plain, fast in zip(eager, compiled):
+        assert plain.metrics["compile"]["enabled"] is False
+        assert fast.metrics["compile"]["enabled"] and fast.metrics["compile"]["graphs"] >= 1
+        np.testing.assert_allclose([row["loss"] for row in fast.history], [row["loss"] for row in plain.history],
+                                   rtol=1e-4)
+    with pytest.raises(BvkitError, match="compile must be one of"):
+        train_packed("ce", lt_data, members, compile="yes", **settings)

@@ -169,7 +169,7 @@ def _train_pack(recipe: Recipe, runs: list[_Member], device, *, compile: str, pr
     schedule = recipe_schedule(recipe, len(loader))
     compiled = CompileRecord(compile, *resolve_compile(compile, device, recipe.epochs * len(loader)))
     for k, run in enumerate(runs):
-        run.ctx = _run_context(recipe, run, device, progress, cuda_graphs and not compiled.enabled, tensorboard,
+        run.ctx = _run_context(recipe, run, device, progress, cuda_graphs, tensorboard,
                                (lambda line, k=k: log(f"[pack {k + 1}/{size}] {line}")) if log is not None else None)
     predictions = PackPredictions(packed, [run.data for run in runs], device, first.precision)
     views = [RunView(run.data, predictions, k) for k, run in enumerate(runs)]
@@ -184,7 +184,8 @@ def _train_pack(recipe: Recipe, runs: list[_Member], device, *, compile: str, pr
     start = pack.restore([run.payload for run in runs])
     if start:
         restore_rng(runs[0].payload, device)
-    train_phase(phase, recipe.epochs, [run.ctx for run in runs], start_epoch=start)
+    train_phase(phase, recipe.epochs, [run.ctx for run in runs], start_epoch=start,
+                cuda_graphs=cuda_graphs and not compiled.enabled)
     pack_seconds = time.perf_counter() - started
     compile_record = compiled.record()
     results = []

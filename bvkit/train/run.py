@@ -30,8 +30,8 @@ from bvkit.train.builders import (
     recipe_schedule,
     training_forward,
 )
-from bvkit.train.compiling import CompileRecord, check_compile, compile_forward, resolve_compile
 from bvkit.train.checkpoint import load_stage_one, load_state, restore_rng
+from bvkit.train.compiling import CompileRecord, check_compile, compile_forward, resolve_compile
 from bvkit.train.data import load_data, prepare_data
 from bvkit.train.devices import resolve_device
 from bvkit.train.evaluation import TestWatch, first_drop_epoch, snapshot_every, validation_record
@@ -145,6 +145,8 @@ def _stage_one(recipe: Recipe, data, seed: int, ctx: LoopContext, payload, stage
     if recipe.procedure is not None:
         if stage_one is not None:
             raise BvkitError(f"method {recipe.name} trains its own stages; it takes no stage-one checkpoint")
+        extra_metrics["compile"] = CompileRecord(ctx.compile, False, f"{recipe.procedure}: its own stage one is "
+                                                 "not compiled").record()
         return _procedure_stage_one(recipe, data, seed, ctx, payload, extra_metrics), recipe, epochs, None
     model = build_model(recipe, len(data.class_names), data.in_channels, seed, ctx.device)
     if payload is not None and payload["stage"] > 0:

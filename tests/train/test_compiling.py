@@ -62,3 +62,11 @@ def test_a_compiled_run_trains_as_the_eager_one_and_records_what_it_compiled(tin
     # the checkpoint holds the model's own keys: a compiled run resumes and is read as any other
     assert load_checkpoint(tmp_path / "compiled" / "checkpoint.pt")["model"].keys() == \
         load_checkpoint(tmp_path / "eager" / "checkpoint.pt")["model"].keys()
+
+
+def test_a_method_with_its_own_stage_one_says_it_was_not_compiled(tiny_data):
+    from bvkit.train import train
+
+    result = train("bbn", tiny_data, device="cpu", epochs=1, compile="on", **TINY)
+    assert result.metrics["compile"] == {"mode": "on", "enabled": False,
+                                         "reason": "bbn: its own stage one is not compiled"}

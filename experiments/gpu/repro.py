@@ -1,6 +1,8 @@
 """One CIFAR-10-LT (IF = 100) run at a method's published recipe on the GPU, for run.sh:
 
-    python experiments/gpu/repro.py METHOD OUT [KEY=VALUE ...] [--n-max N]
+    python experiments/gpu/repro.py METHOD OUT [KEY=VALUE ...] [--n-max N] [--imbalance IF]
+
+(``--imbalance 1``: the balanced training set, every class at its full count.)
 
 Prints one JSON line (method, accuracy per split, training seconds, wall seconds) and leaves
 metrics.json / history.csv / predictions.npz / checkpoint.pt in OUT (a rerun resumes)."""
@@ -17,16 +19,20 @@ def main(argv: list[str]) -> int:
     from bvkit.methods import parse_overrides as settings_of
 
     method, out, *rest = argv
-    n_max = None
+    n_max, imbalance = None, 100.0
     if "--n-max" in rest:
         i = rest.index("--n-max")
         n_max = int(rest[i + 1])
         rest = rest[:i] + rest[i + 2:]
+    if "--imbalance" in rest:
+        i = rest.index("--imbalance")
+        imbalance = float(rest[i + 1])
+        rest = rest[:i] + rest[i + 2:]
     started = time.perf_counter()
-    result = train(method, "cifar10-lt", imbalance=100.0, seed=0, out=out, device="auto", progress=False,
+    result = train(method, "cifar10-lt", imbalance=imbalance, seed=0, out=out, device="auto", progress=False,
                    n_max=n_max, log=lambda line: print(line, flush=True), **settings_of(rest))
     m = result.metrics
-    print(json.dumps({"method": method, "accuracy": m["accuracy"], "train_seconds": m["train_seconds"],
+    print(json.dumps({"method": method, "imbalance": imbalance, "accuracy": m["accuracy"], "train_seconds": m["train_seconds"],
                       "wall_seconds": round(time.perf_counter() - started, 1), "mflops": m["mflops"],
                       "device": m["device"]}), flush=True)
     return 0

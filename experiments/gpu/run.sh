@@ -11,6 +11,9 @@
 #   5. baselines: LDAM-DRW and CE (200 epochs), each alone
 #   5b. study: a D = 10 CE study (packed 10), only when STEPS names it (it needs a call of its own)
 #   5c. others: BBN, OLTR, LFME, M2m at their 200-epoch recipes, only when STEPS names it
+#   5d. balanced: CE on the balanced CIFAR-10 (IF = 1) at the same 200-epoch recipe, only when STEPS
+#      names it: what this JPEG q75 copy costs against the published balanced ResNet-32 (~92.5 %),
+#      the offset the CPU study's CE, LDAM-DRW and RIDE-3 all share (cifar10_lt_study_200.md)
 #   6. collect: runs.json (every run's metrics) and runs.tar.gz (metrics, history, predictions, logs)
 # Every step is capped by what is left of BUDGET seconds, so the results always come back.
 # Results under $OUT (default ./gpu-out), at most 8 files. Run from the repository root:
@@ -27,7 +30,7 @@ PY=${PYTHON:-python3}
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export BVKIT_DATA="${BVKIT_DATA:-$WORK/data}"
 BUDGET=${BUDGET:-500}
-STEPS=${STEPS:-probe baselines bench tests}  # also "ride", "compile", "study", "others"
+STEPS=${STEPS:-probe baselines bench tests}  # also "ride", "compile", "study", "others", "balanced"
 START=$(date +%s)
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
 cap() { local want=$1 reserve=$2 l; l=$(( $(left) - reserve )); [ "$l" -lt "$want" ] && want=$l; [ "$want" -lt 1 ] && want=1; echo "$want"; }
@@ -119,6 +122,15 @@ if want others; then
     log "$METHOD alone (cap $(cap 400 25)s)"
     repro "$METHOD" "$(cap 400 25)"
   done
+fi
+
+# --- 5d. CE on the balanced set (50,000 images: about 4x an LT run; H100 estimate ~5 min) -----
+if want balanced; then
+  mkdir -p "$WORK/repro/ce-balanced"
+  log "ce on balanced CIFAR-10 (cap $(cap 420 25)s)"
+  timeout "$(cap 420 25)" $PY experiments/gpu/repro.py ce "$WORK/repro/ce-balanced" $SETTINGS --imbalance 1 \
+      > "$WORK/repro/ce-balanced/run.log" 2>&1
+  log "ce balanced: $(tail -n 1 "$WORK/repro/ce-balanced/run.log")"
 fi
 
 # --- 5b. a packed D = 10 CE study (about 250 s at the measured 100k model-img/s: its own call) -

@@ -46,6 +46,7 @@ def run(method: str, compile: str, epochs: int, threads: int, workdir: Path, cac
     if kept and name in kept and kept[name]["command"] == shown:
         return {**kept[name], "kept": True}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
+    load_before = round(os.getloadavg()[0], 2)
     started = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -59,7 +60,8 @@ def run(method: str, compile: str, epochs: int, threads: int, workdir: Path, cac
             "images_per_s": [round(v, 1) for v in stage1["images_per_s"]], "lr": list(stage1["lr"]),
             "val_accuracy": metrics["val_accuracy"], "test_accuracy": metrics["accuracy"]["all"],
             "precision": metrics.get("precision"), "compile_record": metrics.get("compile"),
-            "command": shown}
+            "command": shown, "load_before": load_before,
+            "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
 def main(argv=None) -> None:
@@ -101,7 +103,9 @@ def main(argv=None) -> None:
              f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `experiments/compile_parity.py "
              f"{' '.join(argv if argv is not None else sys.argv[1:])}`: {platform.machine()}, {os.cpu_count()} logical "
              f"CPUs, torch {torch.__version__}, python {platform.python_version()}, {args.threads} threads; load "
-             f"average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after. Each run a fresh process, "
+             f"average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after this invocation (runs "
+             "marked * under Commands were measured by an earlier one and read back with --keep; each run's "
+             "`load_before` in the .json). Each run a fresh process, "
              f"seed 0, {args.epochs} epochs of the published recipe scaled proportionally (both lr drops and "
              "the DRW switch in the last epoch). The compiled runs of a method share one inductor cache "
              "directory, empty before the method's first compiled run.",

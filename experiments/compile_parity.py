@@ -100,7 +100,7 @@ def main(argv=None) -> None:
 
     lines = ["# The compiled training forward against eager, real CIFAR-10-LT",
              "",
-             f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `experiments/compile_parity.py "
+             f"Written {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `experiments/compile_parity.py "
              f"{' '.join(argv if argv is not None else sys.argv[1:])}`: {platform.machine()}, {os.cpu_count()} logical "
              f"CPUs, torch {torch.__version__}, python {platform.python_version()}, {args.threads} threads; load "
              f"average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after this invocation (runs "

@@ -41,9 +41,10 @@ class Measured:
         return self.compile_s / saved if saved > 0 else float("inf")
 
 
-# CIFAR ResNet-32 CE step, batch 128, bf16, 2 threads of the 2-core AMD EPYC (Zen 5) machine;
-# RIDE-3's compiled step was slower still (0.86-0.92x). No CUDA measurement yet: on CUDA the
-# step is replayed from a CUDA graph instead (bvkit.train.graphs).
+# CIFAR ResNet-32 CE step, batch 128, bf16, 2 threads of the 2-core AMD EPYC development machine
+# (CPUID family 0x19 model 0x11); RIDE-3's compiled step was slower still (0.86-0.92x; whole epochs
+# in experiments/results/compile_parity.md: 0.91x CE, 0.89x RIDE-3). No CUDA measurement yet: on
+# CUDA the step is replayed from a CUDA graph instead (bvkit.train.graphs).
 MEASURED = {
     "cpu": Measured(speedup=0.98, compile_s=20.3, step_s=0.236,
                     source="experiments/results/bench_step.txt"),

@@ -43,7 +43,7 @@ class Measured:
 
 # CIFAR ResNet-32 CE step, batch 128, bf16, 2 threads of the 2-core AMD EPYC development machine
 # (CPUID family 0x19 model 0x11); RIDE-3's compiled step was slower still (0.86-0.92x; whole epochs
-# in experiments/results/compile_parity.md: 0.91x CE, 0.89x RIDE-3). No CUDA measurement yet: on
+# in experiments/results/compile_parity.md: 0.91x and 0.95x CE, 0.89x RIDE-3). No CUDA measurement yet: on
 # CUDA the step is replayed from a CUDA graph instead (bvkit.train.graphs).
 MEASURED = {
     "cpu": Measured(speedup=0.98, compile_s=20.3, step_s=0.236,
